@@ -1,0 +1,120 @@
+"""What a person needs to trust a schedule: the range-test curve, its bounds, and the gap.
+
+Tags written (TensorBoard):
+
+- ``range_test/loss``, ``range_test/loss_raw``, ``range_test/lr``: the sweep, one point per
+  sweep step (the step axis is the sweep step).
+- ``range_test/curve``: a figure of loss vs. LR with ``base_lr`` and ``max_lr`` marked.
+- hparams ``range_test/base_lr``, ``range_test/max_lr``.
+- ``gap/loss`` (``val/loss - train/loss_epoch``) and ``gap/acc`` (``val/acc - train/acc``),
+  once per epoch, from :class:`GeneralizationGap`.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
+from typing_extensions import override
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from lightning_clr.range_test import RangeTestResult
+
+
+def plot_range_test(result: RangeTestResult, ax: Any = None) -> Figure:
+    """Loss vs. LR (raw and smoothed) with the chosen bounds marked.
+
+    Args:
+        result: a finished range test.
+        ax: a matplotlib axis to draw on; a new figure is made when ``None``.
+
+    Returns:
+        The matplotlib figure.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
+    else:
+        fig = ax.figure
+    ax.plot(result.lrs, result.raw_losses, color="0.75", lw=1, label="loss")
+    ax.plot(result.lrs, result.losses, color="C0", lw=2, label="smoothed loss")
+    if len(result.lrs) > 2 and result.lrs[-1] / result.lrs[0] > 50:
+        ax.set_xscale("log")
+    ax.axvline(result.base_lr, color="C2", ls="--", label=f"base_lr = {result.base_lr:.3g}")
+    ax.axvline(result.max_lr, color="C3", ls="--", label=f"max_lr = {result.max_lr:.3g}")
+    finite = [v for v in result.losses if math.isfinite(v)]
+    if finite:  # keep the blow-up at the end from flattening the interesting part
+        low, start = min(finite), finite[0]
+        ax.set_ylim(low - 0.1 * (start - low + 1e-12), start + 0.5 * (start - low + 1e-12))
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("training loss")
+    title = f"LR range test ({result.rule} rule, {result.stop_reason})"
+    if result.fallback:
+        title += "\nfallback: " + result.fallback
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    return fig
+
+
+@rank_zero_only
+def log_range_test(trainer: L.Trainer, result: RangeTestResult) -> None:
+    """Write the sweep, the figure and the bounds to every logger of ``trainer`` (rank zero)."""
+    if not trainer.loggers:
+        return
+    bounds = {"range_test/base_lr": result.base_lr, "range_test/max_lr": result.max_lr}
+    for logger in trainer.loggers:
+        for i, (lr, loss, raw) in enumerate(zip(result.lrs, result.losses, result.raw_losses)):
+            logger.log_metrics({"range_test/lr": lr, "range_test/loss": loss, "range_test/loss_raw": raw}, step=i)
+        logger.log_hyperparams(bounds)
+        if isinstance(logger, TensorBoardLogger):
+            import matplotlib.pyplot as plt
+
+            fig = plot_range_test(result)
+            fig.savefig(Path(logger.log_dir) / "range_test.png")
+            logger.experiment.add_figure("range_test/curve", fig, global_step=0, close=True)
+            plt.close(fig)
+        logger.save()
+
+
+class GeneralizationGap(Callback):
+    """Logs ``gap/<name> = val/<name> - train/<name>`` once per epoch (validation minus training).
+
+    Training metrics are read from their epoch aggregates (``train/loss_epoch`` when the
+    module logs ``train/loss`` with ``on_step=True, on_epoch=True``, else ``train/loss``).
+
+    Args:
+        names: metric names present as ``train/<name>`` and ``val/<name>``.
+    """
+
+    def __init__(self, names: tuple[str, ...] = ("loss", "acc")) -> None:
+        self._names = tuple(names)
+        self._validated_epoch = -1
+
+    @override
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._validated_epoch = trainer.current_epoch
+
+    @override
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._validated_epoch != trainer.current_epoch:
+            return  # no validation this epoch: a gap against last epoch's val metrics would mislead
+        metrics = trainer.callback_metrics
+        for name in self._names:
+            train = metrics.get(f"train/{name}_epoch", metrics.get(f"train/{name}"))
+            val = metrics.get(f"val/{name}")
+            if train is not None and val is not None:
+                pl_module.log(f"gap/{name}", float(val) - float(train), on_epoch=True, sync_dist=False)

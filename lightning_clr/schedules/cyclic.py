@@ -1,0 +1,202 @@
+"""Cyclical learning rates: triangular, triangular2 and exp_range.
+
+Smith, "Cyclical Learning Rates for Training Neural Networks", WACV 2017, arXiv 1506.01186.
+The LR rises linearly from ``base_lr`` to ``max_lr`` over ``step_size`` optimizer steps
+and falls back over as many; the paper recommends a half cycle of 2-10 epochs.
+The schedules are torch's own :class:`~torch.optim.lr_scheduler.CyclicLR`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import CyclicLR
+
+from lightning_clr.schedules.base import (
+    Bound,
+    Schedule,
+    check_momentum_range,
+    check_steps,
+    epochs_to_steps,
+    fail,
+    has_momentum_slot,
+    is_count,
+    is_number,
+    reset_lrs,
+    resolve_bounds,
+)
+
+
+@dataclass
+class _Cyclic(Schedule):
+    """Fields shared by the three CLR policies.
+
+    Args:
+        step_epochs: Half-cycle length in epochs, used when ``step_size`` is None.
+        step_size: Half-cycle length in optimizer steps; overrides ``step_epochs``.
+        cycle_momentum: Cycle momentum inversely to the LR. Off by default, as in Smith's
+            CLR; torch's default would overwrite the optimizer's momentum.
+        base_momentum: Momentum at the LR peak when ``cycle_momentum`` is on.
+        max_momentum: Momentum at the LR trough when ``cycle_momentum`` is on.
+    """
+
+    mode: ClassVar[str]
+
+    step_epochs: float = 2.0
+    step_size: int | None = None
+    cycle_momentum: bool = False
+    base_momentum: float = 0.85
+    max_momentum: float = 0.95
+
+    def __post_init__(self) -> None:
+        name = type(self).__name__
+        if not is_number(self.step_epochs) or self.step_epochs <= 0:
+            fail(
+                f"{name}: step_epochs must be > 0, got {self.step_epochs!r}; "
+                f"Smith recommends 2-10 epochs per half cycle"
+            )
+        if self.step_size is not None and (not is_count(self.step_size) or self.step_size < 1):
+            fail(
+                f"{name}: step_size must be an integer >= 1 or None, got {self.step_size!r}; "
+                f"use None to derive it from step_epochs"
+            )
+        if self.cycle_momentum:
+            check_momentum_range(self, self.base_momentum, self.max_momentum)
+
+    def half_cycle(self, steps_per_epoch: int) -> int:
+        """Half-cycle length in optimizer steps."""
+        if self.step_size is not None:
+            return self.step_size
+        return epochs_to_steps(self.step_epochs, steps_per_epoch)
+
+    def _gamma(self, step_size: int) -> float:
+        return 1.0
+
+    def build(
+        self,
+        optimizer: Optimizer,
+        base_lr: Bound,
+        max_lr: Bound,
+        *,
+        steps_per_epoch: int,
+        total_steps: int | None,
+    ) -> CyclicLR:
+        check_steps(self, steps_per_epoch, total_steps)
+        lows, highs = resolve_bounds(self, optimizer, base_lr, max_lr)
+        if self.cycle_momentum and not has_momentum_slot(optimizer):
+            fail(
+                f"{type(self).__name__}: cycle_momentum=True but {type(optimizer).__name__} has "
+                f"no momentum or betas to cycle; set cycle_momentum=False or use SGD/Adam"
+            )
+        step_size = self.half_cycle(steps_per_epoch)
+        reset_lrs(optimizer, lows)
+        return CyclicLR(
+            optimizer,
+            base_lr=lows,
+            max_lr=highs,
+            step_size_up=step_size,
+            mode=self.mode,  # type: ignore[arg-type]
+            gamma=self._gamma(step_size),
+            cycle_momentum=self.cycle_momentum,
+            base_momentum=self.base_momentum,
+            max_momentum=self.max_momentum,
+        )
+
+    def cycle_ends(self, *, steps_per_epoch: int, total_steps: int) -> list[int]:
+        """Ends of the full cycles, ``2*step_size, 4*step_size, ...`` up to ``total_steps``."""
+        check_steps(self, steps_per_epoch, total_steps, need_total=True)
+        cycle = 2 * self.half_cycle(steps_per_epoch)
+        return list(range(cycle, total_steps + 1, cycle))
+
+
+@dataclass
+class Triangular(_Cyclic):
+    """Triangular CLR: a constant-amplitude triangle wave between the bounds (Smith 2017).
+
+    Args:
+        step_epochs: Half-cycle length in epochs, used when ``step_size`` is None.
+        step_size: Half-cycle length in optimizer steps; overrides ``step_epochs``.
+        cycle_momentum: Cycle momentum inversely to the LR (off in Smith's CLR).
+        base_momentum: Momentum at the LR peak when ``cycle_momentum`` is on.
+        max_momentum: Momentum at the LR trough when ``cycle_momentum`` is on.
+
+    Example::
+
+        from lightning_clr import LRRangeTest, schedules
+
+        finder = LRRangeTest(schedule=schedules.Triangular(step_epochs=4))
+    """
+
+    mode: ClassVar[str] = "triangular"
+
+
+@dataclass
+class Triangular2(_Cyclic):
+    """Triangular CLR whose amplitude halves after every full cycle (Smith 2017).
+
+    Args:
+        step_epochs: Half-cycle length in epochs, used when ``step_size`` is None.
+        step_size: Half-cycle length in optimizer steps; overrides ``step_epochs``.
+        cycle_momentum: Cycle momentum inversely to the LR (off in Smith's CLR).
+        base_momentum: Momentum at the LR peak when ``cycle_momentum`` is on.
+        max_momentum: Momentum at the LR trough when ``cycle_momentum`` is on.
+
+    Example::
+
+        from lightning_clr import LRRangeTest, schedules
+
+        finder = LRRangeTest(schedule=schedules.Triangular2(step_epochs=4))
+    """
+
+    mode: ClassVar[str] = "triangular2"
+
+
+@dataclass
+class ExpRange(_Cyclic):
+    """Triangular CLR whose amplitude decays exponentially with the step count (Smith 2017).
+
+    torch's ``exp_range`` scales the amplitude by ``gamma ** iteration``, counted over all
+    steps, so a hand-picked ``gamma`` is easily orders of magnitude off. By default
+    ``gamma`` is derived from ``cycle_decay``, the amplitude factor per full cycle.
+
+    Args:
+        step_epochs: Half-cycle length in epochs, used when ``step_size`` is None.
+        step_size: Half-cycle length in optimizer steps; overrides ``step_epochs``.
+        cycle_momentum: Cycle momentum inversely to the LR (off in Smith's CLR).
+        base_momentum: Momentum at the LR peak when ``cycle_momentum`` is on.
+        max_momentum: Momentum at the LR trough when ``cycle_momentum`` is on.
+        gamma: torch's per-step amplitude factor in (0, 1]; overrides ``cycle_decay``.
+        cycle_decay: Amplitude factor per full cycle in (0, 1], giving
+            ``gamma = cycle_decay ** (1 / (2 * step_size))``.
+
+    Example::
+
+        from lightning_clr import LRRangeTest, schedules
+
+        finder = LRRangeTest(schedule=schedules.ExpRange(step_epochs=4, cycle_decay=0.5))
+    """
+
+    mode: ClassVar[str] = "exp_range"
+
+    gamma: float | None = None
+    cycle_decay: float = 0.5
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.gamma is not None and (not is_number(self.gamma) or not 0 < self.gamma <= 1):
+            fail(
+                f"ExpRange: gamma must be in (0, 1] or None, got {self.gamma!r}; it scales the "
+                f"amplitude per optimizer step, so use None to derive it from cycle_decay"
+            )
+        if not is_number(self.cycle_decay) or not 0 < self.cycle_decay <= 1:
+            fail(
+                f"ExpRange: cycle_decay must be in (0, 1], got {self.cycle_decay!r}; "
+                f"use 0.5 to halve the amplitude every cycle or 1 for no decay"
+            )
+
+    def _gamma(self, step_size: int) -> float:
+        if self.gamma is not None:
+            return self.gamma
+        return self.cycle_decay ** (1.0 / (2 * step_size))

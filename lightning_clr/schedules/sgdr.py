@@ -1,0 +1,271 @@
+"""SGDR: cosine annealing with warm restarts.
+
+Loshchilov & Hutter, "SGDR: Stochastic Gradient Descent with Warm Restarts", ICLR 2017,
+arXiv 1608.03983. Each cycle anneals the LR by a cosine from its peak down to ``base_lr``
+and then restarts; cycle ``i`` lasts ``T0 * cycle_mult**i`` steps.
+
+torch's ``CosineAnnealingWarmRestarts`` accepts only an integer ``T_mult >= 1`` and has no
+warmup or peak decay, so the schedule here is the pure function :func:`sgdr_lr` of the
+step count, wrapped by the thin :class:`SGDRScheduler`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from torch.optim import Optimizer
+
+from lightning_clr.schedules.base import (
+    Bound,
+    ClosedFormLR,
+    Schedule,
+    check_steps,
+    fail,
+    is_count,
+    is_number,
+    reset_lrs,
+    resolve_bounds,
+)
+
+_SNAP = 1e-9  # relative distance within which a float counts as the nearby integer
+
+
+def _snap_ceil(x: float) -> int:
+    """Smallest integer >= ``x``, with values within float noise of an integer taken as it."""
+    nearest = round(x)
+    if abs(x - nearest) <= _SNAP * max(1.0, abs(x)):
+        return int(nearest)
+    return math.ceil(x)
+
+
+def restart_step(cycle: int, first_cycle: float, cycle_mult: float) -> int:
+    """Step (counted after warmup) at which ``cycle`` starts: the first integer step at or
+    after the continuous boundary ``T0 * (1 + m + ... + m**(cycle - 1))``."""
+    if cycle_mult == 1.0:
+        boundary = first_cycle * cycle
+    else:
+        boundary = first_cycle * (cycle_mult**cycle - 1.0) / (cycle_mult - 1.0)
+    return _snap_ceil(boundary)
+
+
+def num_cycles(first_cycle: float, cycle_mult: float) -> int | None:
+    """Number of cycles at least one step long; ``None`` (unbounded) unless ``cycle_mult < 1``."""
+    if cycle_mult >= 1.0:
+        return None
+    # T0 * m**i >= 1  <=>  i <= log(T0) / log(1 / m)
+    last = math.log(first_cycle) / -math.log(cycle_mult)
+    nearest = round(last)
+    last_cycle = nearest if abs(last - nearest) <= _SNAP * max(1.0, last) else math.floor(last)
+    return last_cycle + 1
+
+
+def cycle_index(t: int, first_cycle: float, cycle_mult: float) -> int | None:
+    """Index of the cycle holding step ``t`` (counted after warmup), or ``None`` once shrinking
+    cycles (``cycle_mult < 1``) have run out."""
+    n = num_cycles(first_cycle, cycle_mult)
+    if n is not None and t >= restart_step(n, first_cycle, cycle_mult):
+        return None
+    # 1) closed form: t = T0 * (m**i - 1) / (m - 1)  =>  i = log(1 + t * (m - 1) / T0) / log(m)
+    if cycle_mult == 1.0:
+        i = int(t // first_cycle)
+    else:
+        arg = 1.0 + t * (cycle_mult - 1.0) / first_cycle
+        i = int(math.log(arg) / math.log(cycle_mult)) if arg > 0 else 0
+    if n is not None:
+        i = min(i, n - 1)
+    # 2) correct float error at boundaries against the integer restart steps
+    while (n is None or i + 1 < n) and restart_step(i + 1, first_cycle, cycle_mult) <= t:
+        i += 1
+    while i > 0 and restart_step(i, first_cycle, cycle_mult) > t:
+        i -= 1
+    return i
+
+
+def sgdr_lr(
+    step: int,
+    base_lr: float,
+    max_lr: float,
+    first_cycle: float,
+    cycle_mult: float = 1.0,
+    cycle_decay: float = 1.0,
+    warmup: int = 0,
+) -> float:
+    """LR of SGDR at ``step`` (the number of completed optimizer steps).
+
+    Args:
+        step: Step count, 0 for the first training step.
+        base_lr: LR at the end of every cycle.
+        max_lr: Peak LR of the first cycle.
+        first_cycle: Length ``T0`` of the first cycle in steps (>= 1, may be fractional).
+        cycle_mult: Factor by which each cycle is longer than the previous one (> 0).
+        cycle_decay: Factor by which each peak's height above ``base_lr`` shrinks.
+        warmup: Steps of linear warmup from ``base_lr`` to ``max_lr`` before the first cycle.
+    """
+    # 1) linear warmup from base_lr to max_lr
+    if step < warmup:
+        return base_lr + (max_lr - base_lr) * step / warmup
+    # 2) locate the cycle; restarts fall on the first integer step after each boundary
+    t = step - warmup
+    i = cycle_index(t, first_cycle, cycle_mult)
+    if i is None:  # 3) shrinking cycles have run out: stay annealed
+        return base_lr
+    start = restart_step(i, first_cycle, cycle_mult)
+    end = restart_step(i + 1, first_cycle, cycle_mult)
+    ratio = (t - start) / (end - start)
+    assert 0 <= ratio <= 1
+    # 4) cosine from this cycle's (decayed) peak down to base_lr
+    peak = base_lr + (max_lr - base_lr) * cycle_decay**i
+    return base_lr + 0.5 * (peak - base_lr) * (1.0 + math.cos(math.pi * ratio))
+
+
+class SGDRScheduler(ClosedFormLR):
+    """``LRScheduler`` that follows :func:`sgdr_lr` in every param group.
+
+    Args:
+        optimizer: Wrapped optimizer.
+        min_lrs: ``base_lr`` per param group.
+        max_lrs: ``max_lr`` per param group.
+        first_cycle: Length of the first cycle in steps.
+        cycle_mult: Growth factor of the cycle length.
+        cycle_decay: Decay factor of the peak height per cycle.
+        warmup: Warmup steps.
+        last_epoch: Index of the last step taken; ``-1`` starts from the beginning.
+    """
+
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        min_lrs: list[float],
+        max_lrs: list[float],
+        first_cycle: float,
+        cycle_mult: float = 1.0,
+        cycle_decay: float = 1.0,
+        warmup: int = 0,
+        last_epoch: int = -1,
+    ) -> None:
+        self.first_cycle = float(first_cycle)
+        self.cycle_mult = float(cycle_mult)
+        self.cycle_decay = float(cycle_decay)
+        self.warmup = int(warmup)
+        super().__init__(optimizer, min_lrs, max_lrs, last_epoch)
+
+    def lr_at(self, step: int, min_lr: float, max_lr: float) -> float:
+        return sgdr_lr(
+            step, min_lr, max_lr, self.first_cycle, self.cycle_mult, self.cycle_decay, self.warmup
+        )
+
+
+@dataclass
+class SGDR(Schedule):
+    """Cosine annealing from ``max_lr`` to ``base_lr`` with warm restarts (arXiv 1608.03983).
+
+    Cycle ``i`` lasts ``T0 * cycle_mult**i`` steps and peaks at
+    ``base_lr + (max_lr - base_lr) * cycle_decay**i``. A restart falls on the first whole
+    step at or after each cycle boundary, so fractional lengths never drift. With
+    ``cycle_mult < 1`` the cycles shrink; once one would be shorter than a step, the LR
+    stays at ``base_lr``.
+
+    Args:
+        cycle_epochs: Length of the first cycle in epochs, used when ``cycle_steps`` is None.
+        cycle_steps: Length of the first cycle in optimizer steps; overrides ``cycle_epochs``.
+        cycle_mult: Length factor between consecutive cycles (> 0, may be fractional).
+        cycle_decay: Peak-height factor between consecutive cycles, in (0, 1].
+        warmup_epochs: Linear warmup from ``base_lr`` to ``max_lr`` before the first cycle.
+        warmup_steps: Warmup in optimizer steps; overrides ``warmup_epochs``.
+
+    Example::
+
+        from lightning_clr import LRRangeTest, schedules
+
+        finder = LRRangeTest(schedule=schedules.SGDR(cycle_epochs=1, cycle_mult=2))
+    """
+
+    cycle_epochs: float = 1.0
+    cycle_steps: int | None = None
+    cycle_mult: float = 2.0
+    cycle_decay: float = 1.0
+    warmup_epochs: float = 0.0
+    warmup_steps: int | None = None
+
+    def __post_init__(self) -> None:
+        if not is_number(self.cycle_epochs) or self.cycle_epochs <= 0:
+            fail(f"SGDR: cycle_epochs must be > 0, got {self.cycle_epochs!r}; 1 is a common start")
+        if self.cycle_steps is not None and (not is_count(self.cycle_steps) or self.cycle_steps < 1):
+            fail(
+                f"SGDR: cycle_steps must be an integer >= 1 or None, got {self.cycle_steps!r}; "
+                f"use None to derive it from cycle_epochs"
+            )
+        if not is_number(self.cycle_mult) or self.cycle_mult <= 0:
+            fail(
+                f"SGDR: cycle_mult must be > 0, got {self.cycle_mult!r}; "
+                f"use 1 for equal-length cycles or 2 to double each cycle"
+            )
+        if not is_number(self.cycle_decay) or not 0 < self.cycle_decay <= 1:
+            fail(
+                f"SGDR: cycle_decay must be in (0, 1], got {self.cycle_decay!r}; "
+                f"use 1 to restart at max_lr every cycle"
+            )
+        if not is_number(self.warmup_epochs) or self.warmup_epochs < 0:
+            fail(f"SGDR: warmup_epochs must be >= 0, got {self.warmup_epochs!r}; use 0 for no warmup")
+        if self.warmup_steps is not None and (not is_count(self.warmup_steps) or self.warmup_steps < 0):
+            fail(
+                f"SGDR: warmup_steps must be an integer >= 0 or None, got {self.warmup_steps!r}; "
+                f"use None to derive it from warmup_epochs"
+            )
+
+    def first_cycle(self, steps_per_epoch: int) -> float:
+        """Length ``T0`` of the first cycle in optimizer steps (at least 1)."""
+        if self.cycle_steps is not None:
+            return float(self.cycle_steps)
+        t0 = self.cycle_epochs * steps_per_epoch
+        if t0 < 1:
+            fail(
+                f"SGDR: the first cycle is {t0} optimizer steps (cycle_epochs={self.cycle_epochs} x "
+                f"steps_per_epoch={steps_per_epoch}); it must be >= 1, raise cycle_epochs"
+            )
+        return t0
+
+    def warmup(self, steps_per_epoch: int) -> int:
+        """Warmup length in whole optimizer steps."""
+        if self.warmup_steps is not None:
+            return self.warmup_steps
+        return round(self.warmup_epochs * steps_per_epoch)
+
+    def build(
+        self,
+        optimizer: Optimizer,
+        base_lr: Bound,
+        max_lr: Bound,
+        *,
+        steps_per_epoch: int,
+        total_steps: int | None,
+    ) -> SGDRScheduler:
+        check_steps(self, steps_per_epoch, total_steps)
+        lows, highs = resolve_bounds(self, optimizer, base_lr, max_lr)
+        warmup = self.warmup(steps_per_epoch)
+        reset_lrs(optimizer, lows if warmup > 0 else highs)
+        return SGDRScheduler(
+            optimizer,
+            lows,
+            highs,
+            first_cycle=self.first_cycle(steps_per_epoch),
+            cycle_mult=self.cycle_mult,
+            cycle_decay=self.cycle_decay,
+            warmup=warmup,
+        )
+
+    def cycle_ends(self, *, steps_per_epoch: int, total_steps: int) -> list[int]:
+        """Step counts at which each restart happens (a cycle has just ended), up to ``total_steps``."""
+        check_steps(self, steps_per_epoch, total_steps, need_total=True)
+        t0, warmup = self.first_cycle(steps_per_epoch), self.warmup(steps_per_epoch)
+        n = num_cycles(t0, self.cycle_mult)
+        ends: list[int] = []
+        i = 1
+        while n is None or i <= n:
+            end = warmup + restart_step(i, t0, self.cycle_mult)
+            if end > total_steps:
+                break
+            ends.append(end)
+            i += 1
+        return ends

@@ -1,0 +1,166 @@
+"""Bit-exact, in-memory snapshots of everything a few training steps change.
+
+The range test trains for real, so it must leave no trace: weights, buffers,
+optimizer state, gradient-scaler state, metric states, train/eval modes and every
+random number generator are copied to CPU memory before the sweep and written back
+afterwards. Nothing touches the disk, so nothing needs a shared file system on
+multi-node runs.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torchmetrics import Metric
+
+
+def to_cpu(obj: Any) -> Any:
+    """Deep copy of ``obj`` with every tensor cloned to CPU memory."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_cpu(v) for v in obj)
+    return copy.deepcopy(obj)
+
+
+def rng_state() -> dict[str, Any]:
+    """The global states of Python's, NumPy's and torch's (CPU and CUDA) generators."""
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Inverse of :func:`rng_state`."""
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state:
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _generators(loaders: list[Any]) -> list[torch.Generator]:
+    """Private generators of data loaders and their samplers (not covered by the global RNG)."""
+    found: list[torch.Generator] = []
+    for loader in loaders:
+        for owner in (loader, getattr(loader, "sampler", None), getattr(loader, "batch_sampler", None)):
+            gen = getattr(owner, "generator", None)
+            if isinstance(gen, torch.Generator) and all(gen is not g for g in found):
+                found.append(gen)
+    return found
+
+
+@dataclass
+class TrainingSnapshot:
+    """What :meth:`take` saw; :meth:`restore` writes it back in place.
+
+    Parameters and buffers are restored with ``copy_`` into the same tensor objects,
+    so the optimizer's references to its parameters stay valid.
+    """
+
+    tensors: dict[str, torch.Tensor]
+    modes: dict[str, bool]
+    optimizers: list[dict[str, Any]]
+    schedulers: list[dict[str, Any]]
+    scaler: dict[str, Any] | None
+    metrics: dict[str, tuple[dict[str, Any], int, Any]]
+    rng: dict[str, Any]
+    generators: list[tuple[torch.Generator, torch.Tensor]] = field(default_factory=list)
+
+    @classmethod
+    def take(
+        cls,
+        module: nn.Module,
+        optimizers: list[torch.optim.Optimizer],
+        schedulers: list[Any] = (),
+        scaler: Any = None,
+        loaders: list[Any] = (),
+    ) -> TrainingSnapshot:
+        tensors = {f"p:{k}": v for k, v in module.named_parameters(remove_duplicate=False)}
+        tensors.update({f"b:{k}": v for k, v in module.named_buffers(remove_duplicate=False)})
+        metrics = {
+            name: (to_cpu(m.metric_state), m._update_count, to_cpu(m._computed))
+            for name, m in module.named_modules()
+            if isinstance(m, Metric)
+        }
+        return cls(
+            tensors={k: to_cpu(v) for k, v in tensors.items()},
+            modes={name: m.training for name, m in module.named_modules()},
+            optimizers=[to_cpu(opt.state_dict()) for opt in optimizers],
+            schedulers=[to_cpu(s.state_dict()) for s in schedulers],
+            scaler=to_cpu(scaler.state_dict()) if scaler is not None else None,
+            metrics=metrics,
+            rng=rng_state(),
+            generators=[(g, g.get_state()) for g in _generators(list(loaders))],
+        )
+
+    def restore(
+        self,
+        module: nn.Module,
+        optimizers: list[torch.optim.Optimizer],
+        schedulers: list[Any] = (),
+        scaler: Any = None,
+    ) -> None:
+        with torch.no_grad():
+            live = {f"p:{k}": v for k, v in module.named_parameters(remove_duplicate=False)}
+            live.update({f"b:{k}": v for k, v in module.named_buffers(remove_duplicate=False)})
+            for key, saved in self.tensors.items():
+                live[key].copy_(saved)
+        for name, m in module.named_modules():
+            if name in self.modes:
+                m.training = self.modes[name]
+            if name in self.metrics and isinstance(m, Metric):
+                state, count, computed = self.metrics[name]
+                for attr, value in state.items():
+                    setattr(m, attr, _to_device(value, m.device))
+                m._update_count = count
+                m._computed = computed
+        for opt, state in zip(optimizers, self.optimizers):
+            opt.load_state_dict(state)
+            opt.zero_grad(set_to_none=True)
+        for sched, state in zip(schedulers, self.schedulers):
+            sched.load_state_dict(state)
+        if scaler is not None and self.scaler is not None:
+            scaler.load_state_dict(self.scaler)
+        set_rng_state(self.rng)
+        for gen, state in self.generators:
+            gen.set_state(state)
+
+    def nbytes(self) -> int:
+        """CPU memory held by the snapshot's tensors."""
+        total = 0
+
+        def visit(obj: Any) -> None:
+            nonlocal total
+            if isinstance(obj, torch.Tensor):
+                total += obj.numel() * obj.element_size()
+            elif isinstance(obj, dict):
+                for v in obj.values():
+                    visit(v)
+            elif isinstance(obj, (list, tuple)):
+                for v in obj:
+                    visit(v)
+
+        visit([self.tensors, self.optimizers, self.schedulers, self.scaler, self.metrics])
+        return total
+
+
+def _to_device(value: Any, device: torch.device) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, list):
+        return [_to_device(v, device) for v in value]
+    return value

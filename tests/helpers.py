@@ -1,0 +1,51 @@
+"""Small, fast building blocks shared by the tests."""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from lightning_clr.data import SyntheticDataModule
+from lightning_clr.models import MLP, Classifier
+
+
+def tiny_data(**kwargs) -> SyntheticDataModule:
+    """512 train / 256 val signals, batch 32: 16 steps per epoch."""
+    return SyntheticDataModule(**kwargs)
+
+
+def tiny_model(seed: int = 0, optimizer=None, hidden=(32,), **kwargs) -> Classifier:
+    torch.manual_seed(seed)
+    optimizer = optimizer or partial(torch.optim.SGD, lr=0.1, momentum=0.9)
+    return Classifier(MLP(40, 4, hidden=hidden), optimizer, num_classes=4, **kwargs)
+
+
+def tiny_trainer(root: Path, **kwargs) -> L.Trainer:
+    settings = dict(
+        accelerator="cpu",
+        devices=1,
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=str(root),
+    )
+    settings.update(kwargs)
+    return L.Trainer(**settings)
+
+
+class LRRecorder(L.Callback):
+    """Records the LR of every param group at the start of every training batch."""
+
+    def __init__(self) -> None:
+        self.lrs: list[list[float]] = []
+        self.momenta: list[float | None] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        groups = trainer.optimizers[0].param_groups
+        self.lrs.append([g["lr"] for g in groups])
+        self.momenta.append(groups[0].get("momentum", groups[0].get("betas", (None,))[0]))

@@ -1,0 +1,262 @@
+"""LRRangeTest end to end on tiny real Trainers."""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
+
+from lightning_clr import LRRangeTest, RangeTestError, schedules
+from lightning_clr.range_test import sweep_lrs
+from lightning_clr.snapshot import rng_state
+from tests.helpers import LRRecorder, tiny_data, tiny_model, tiny_trainer
+
+
+class StateRecorder(L.Callback):
+    """Deep-copies weights, buffers, optimizer state and RNG state in ``on_fit_start``."""
+
+    def on_fit_start(self, trainer, pl_module):
+        opt = trainer.optimizers[0]
+        self.tensors = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
+        self.opt_state = {
+            i: {k: (v.clone() if torch.is_tensor(v) else v) for k, v in s.items()}
+            for i, s in opt.state_dict()["state"].items()
+        }
+        self.groups = [{k: v for k, v in g.items() if k not in ("lr", "initial_lr", "params")} for g in opt.param_groups]
+        self.rng = rng_state()
+        self.training = pl_module.training
+
+
+def _same_rng(a, b) -> bool:
+    return (
+        a["python"] == b["python"]
+        and torch.equal(a["torch"], b["torch"])
+        and all(np.array_equal(x, y) for x, y in zip(a["numpy"], b["numpy"]))
+    )
+
+
+class WarmedAdam(L.LightningModule):
+    """A BatchNorm model whose Adam optimizer already holds state when fit starts."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = torch.nn.Sequential(torch.nn.Linear(40, 16), torch.nn.BatchNorm1d(16), torch.nn.ReLU(),
+                                       torch.nn.Linear(16, 4))
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return torch.nn.functional.cross_entropy(self.net(x), y)
+
+    def configure_optimizers(self):
+        opt = torch.optim.Adam(self.parameters(), lr=1e-3)
+        self.net(torch.randn(8, 40)).sum().backward()
+        opt.step()  # non-empty exp_avg / exp_avg_sq / step
+        opt.zero_grad()
+        return opt
+
+
+class TestRestore:
+    def test_weights_optimizer_rng_bit_exact(self, tmp_path):
+        before, after = StateRecorder(), StateRecorder()
+        finder = LRRangeTest(num_steps=30, min_lr=1e-4, max_lr=1.0)
+        trainer = tiny_trainer(tmp_path, callbacks=[before, finder, after], max_steps=1)
+        trainer.fit(WarmedAdam(), datamodule=tiny_data())
+
+        assert len(finder.result.lrs) >= 10  # the sweep really trained
+        assert before.tensors.keys() == after.tensors.keys()
+        for key in before.tensors:
+            assert torch.equal(before.tensors[key], after.tensors[key]), key
+        assert "net.1.running_mean" in before.tensors and before.opt_state
+        for i, state in before.opt_state.items():
+            for k, v in state.items():
+                assert torch.equal(torch.as_tensor(v), torch.as_tensor(after.opt_state[i][k])), (i, k)
+        assert before.groups == after.groups
+        assert before.training == after.training
+
+    def test_rng_left_as_without_sweep(self, tmp_path):
+        def rng_after(finder):
+            L.seed_everything(0, verbose=False)
+            after = StateRecorder()
+            tiny_trainer(tmp_path, callbacks=[finder, after], max_steps=1).fit(tiny_model(), datamodule=tiny_data())
+            return after.rng
+
+        swept = rng_after(LRRangeTest(num_steps=30, min_lr=1e-4, max_lr=1.0))
+        skipped = rng_after(LRRangeTest(bounds=(0.01, 0.1)))
+        assert _same_rng(swept, skipped)
+
+    def test_found_bounds_run_equals_run_with_explicit_bounds(self, tmp_path):
+        """With the sweep fully undone, training afterwards is the run it would have been without it."""
+
+        def fit(finder):
+            L.seed_everything(3, verbose=False)
+            model = tiny_model(seed=3)
+            trainer = tiny_trainer(tmp_path, callbacks=[finder], max_epochs=2)
+            trainer.fit(model, datamodule=tiny_data())
+            return model, trainer
+
+        finder = LRRangeTest(schedules.Triangular(step_epochs=0.5), num_steps=40)
+        swept, _ = fit(finder)
+        bounds = (finder.result.base_lr, finder.result.max_lr)
+        direct, _ = fit(LRRangeTest(schedules.Triangular(step_epochs=0.5), bounds=bounds))
+        for (name, a), b in zip(swept.state_dict().items(), direct.state_dict().values()):
+            assert torch.equal(a, b), name
+
+    def test_error_at_first_step_restores_and_explains(self, tmp_path):
+        model = tiny_model()
+        with torch.no_grad():
+            model.net.net[0].weight.fill_(float("nan"))
+        weights = {k: v.clone() for k, v in model.state_dict().items()}
+        trainer = tiny_trainer(tmp_path, callbacks=[LRRangeTest(num_steps=20)])
+        with pytest.raises(RangeTestError, match="not finite at the first range-test step"):
+            trainer.fit(model, datamodule=tiny_data())
+        for k, v in weights.items():
+            assert torch.equal(v, model.state_dict()[k]) or torch.isnan(v).any(), k
+
+
+class TestSweep:
+    def test_records_num_steps_points_beyond_one_epoch_and_limits(self, tmp_path):
+        finder = LRRangeTest(num_steps=40, min_lr=1e-4, max_lr=0.05, divergence_threshold=None)
+        trainer = tiny_trainer(tmp_path, callbacks=[finder], limit_train_batches=2)
+        trainer.fit(tiny_model(), datamodule=tiny_data())  # 16 batches per epoch, 2 allowed per epoch
+        assert len(finder.result.lrs) == 40
+        assert finder.result.stop_reason == "completed"
+        np.testing.assert_allclose(finder.result.lrs, sweep_lrs(1e-4, 0.05, 40, "exponential"), rtol=1e-12)
+
+    @pytest.mark.parametrize("mode", ["exponential", "linear"])
+    def test_sweep_spacing(self, mode):
+        lrs = sweep_lrs(1e-3, 1.0, 11, mode)
+        assert lrs[0] == pytest.approx(1e-3) and lrs[-1] == pytest.approx(1.0)
+        steps = np.diff(np.log(lrs)) if mode == "exponential" else np.diff(lrs)
+        np.testing.assert_allclose(steps, steps[0], rtol=1e-9)
+
+    def test_smoothing_is_bias_corrected(self, tmp_path):
+        finder = LRRangeTest(num_steps=20, min_lr=1e-4, max_lr=1e-2, smoothing=0.9)
+        tiny_trainer(tmp_path, callbacks=[finder], max_steps=1).fit(tiny_model(), datamodule=tiny_data())
+        r = finder.result
+        assert r.losses[0] == pytest.approx(r.raw_losses[0], rel=1e-12)  # not biased toward 0
+        avg = 0.0
+        for k, raw in enumerate(r.raw_losses):
+            avg = 0.9 * avg + 0.1 * raw
+            assert r.losses[k] == pytest.approx(avg / (1 - 0.9 ** (k + 1)), rel=1e-9)
+
+    def test_stops_on_divergence(self, tmp_path):
+        finder = LRRangeTest(num_steps=100, min_lr=1e-3, max_lr=1e4, divergence_threshold=4.0)
+        tiny_trainer(tmp_path, callbacks=[finder], max_steps=1).fit(tiny_model(), datamodule=tiny_data())
+        r = finder.result
+        assert r.stop_reason in ("diverged", "non-finite loss")
+        assert 10 < len(r.lrs) < 100
+        assert all(math.isfinite(v) for v in r.losses)
+        assert r.lrs[0] <= r.base_lr < r.max_lr <= r.lrs[-1]
+
+    def test_accumulation_one_point_per_optimizer_step(self, tmp_path):
+        calls = []
+
+        class Counting(type(tiny_model())):
+            def training_step(self, batch, batch_idx):
+                calls.append(batch_idx)
+                return super().training_step(batch, batch_idx)
+
+        model = Counting(tiny_model().net, num_classes=4)
+        finder = LRRangeTest(num_steps=15, min_lr=1e-4, max_lr=1e-2)
+        trainer = tiny_trainer(tmp_path, callbacks=[finder], accumulate_grad_batches=2, max_steps=1)
+        trainer.fit(model, datamodule=tiny_data())
+        assert len(finder.result.lrs) == 15
+        assert calls[:30] == list(range(30))  # 2 micro-batches per point, then the real fit
+        assert calls[30] == 0  # the real epoch starts at batch 0
+
+    def test_no_file_written(self, tmp_path, monkeypatch):
+        saves = []
+        real_save = torch.save
+        monkeypatch.setattr(torch, "save", lambda *a, **k: (saves.append(a), real_save(*a, **k)))
+        monkeypatch.chdir(tmp_path)
+        finder = LRRangeTest(num_steps=20, min_lr=1e-4, max_lr=1.0)
+        trainer = tiny_trainer(tmp_path, callbacks=[finder], max_steps=1)
+        trainer.fit(tiny_model(), datamodule=tiny_data())
+        assert len(finder.result.lrs) > 10
+        assert saves == []
+        assert list(tmp_path.rglob("*")) == []
+
+
+class TestInjection:
+    def test_user_cyclic_lr_is_replaced(self, tmp_path):
+        class WithCyclic(type(tiny_model())):
+            def configure_optimizers(self):
+                opt = torch.optim.SGD(self.parameters(), lr=0.1, momentum=0.9)
+                sched = torch.optim.lr_scheduler.CyclicLR(opt, 1e-4, 1e-3, step_size_up=3, cycle_momentum=False)
+                return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+        recorder = LRRecorder()
+        schedule = schedules.Triangular(step_size=5)
+        finder = LRRangeTest(schedule, num_steps=20, min_lr=1e-4, max_lr=1.0)
+        model = WithCyclic(tiny_model().net, num_classes=4)
+        trainer = tiny_trainer(tmp_path, callbacks=[finder, recorder], max_epochs=2)
+        with pytest.warns(UserWarning, match="replacing the scheduler from configure_optimizers"):
+            trainer.fit(model, datamodule=tiny_data())
+        base, top = finder.result.base_lr, finder.result.max_lr
+        assert not (base == pytest.approx(1e-4) and top == pytest.approx(1e-3))
+        reference = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=base)
+        ref = torch.optim.lr_scheduler.CyclicLR(reference, base, top, step_size_up=5, cycle_momentum=False)
+        expected = []
+        for _ in range(len(recorder.lrs)):
+            expected.append(reference.param_groups[0]["lr"])
+            reference.step()
+            ref.step()
+        np.testing.assert_allclose([lr[0] for lr in recorder.lrs], expected, rtol=1e-12)
+        assert len(trainer.lr_scheduler_configs) == 1
+        assert trainer.lr_scheduler_configs[0].scheduler is finder.scheduler
+
+    def test_refuses_to_replace_when_asked(self, tmp_path):
+        class WithStep(type(tiny_model())):
+            def configure_optimizers(self):
+                opt = torch.optim.SGD(self.parameters(), lr=0.1)
+                return [opt], [torch.optim.lr_scheduler.StepLR(opt, 1)]
+
+        finder = LRRangeTest(num_steps=20, replace_scheduler=False)
+        trainer = tiny_trainer(tmp_path, callbacks=[finder])
+        with pytest.raises(MisconfigurationException, match="replace_scheduler=False"):
+            trainer.fit(WithStep(tiny_model().net, num_classes=4), datamodule=tiny_data())
+
+    def test_param_group_ratio_kept(self, tmp_path):
+        recorder = LRRecorder()
+        model = tiny_model(head_lr_scale=10.0)
+        finder = LRRangeTest(schedules.SGDR(cycle_steps=7), num_steps=20, min_lr=1e-4, max_lr=1.0)
+        tiny_trainer(tmp_path, callbacks=[finder, recorder], max_epochs=2).fit(model, datamodule=tiny_data())
+        assert finder.result.group_ratios == pytest.approx([1.0, 10.0])
+        lrs = np.array(recorder.lrs)
+        assert lrs.shape == (32, 2)
+        np.testing.assert_allclose(lrs[:, 1] / lrs[:, 0], 10.0, rtol=1e-12)
+        assert lrs[0, 0] == pytest.approx(finder.result.max_lr)  # SGDR starts at the peak
+
+
+class TestValidation:
+    @pytest.mark.parametrize(
+        "kwargs, match",
+        [
+            ({"min_lr": -1.0}, "min_lr must be > 0, got -1.0"),
+            ({"min_lr": 1.0, "max_lr": 0.1}, r"max_lr \(0.1\) must exceed min_lr \(1.0\)"),
+            ({"num_steps": 5}, "num_steps must be >= 10 to read a curve, got 5"),
+            ({"mode": "cubic"}, "mode must be one of"),
+            ({"smoothing": 1.0}, "smoothing must be in"),
+            ({"divergence_threshold": 0.5}, "divergence_threshold must be > 1"),
+            ({"rule": "guess"}, "rule must be one of"),
+            ({"bounds": (0.5, 0.1)}, "0 < base_lr <= max_lr"),
+        ],
+    )
+    def test_bad_settings(self, kwargs, match):
+        with pytest.raises(ValueError, match=match):
+            LRRangeTest(**kwargs)
+
+
+def test_adamw_mlp_finds_sane_bounds(tmp_path):
+    finder = LRRangeTest(num_steps=60, min_lr=1e-5, max_lr=10.0)
+    model = tiny_model(optimizer=partial(torch.optim.AdamW, lr=1e-3))
+    tiny_trainer(tmp_path, callbacks=[finder], max_steps=1).fit(model, datamodule=tiny_data())
+    r = finder.result
+    assert 1e-5 <= r.base_lr < r.max_lr <= 10.0
+    assert r.max_lr / r.base_lr >= 2

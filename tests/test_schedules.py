@@ -1,0 +1,522 @@
+"""Schedule specs: equality with torch's schedulers, exact SGDR numbers, param groups,
+state_dict round trips, stale optimizer state and validation."""
+
+from __future__ import annotations
+
+import copy
+import io
+import math
+import warnings
+
+import pytest
+import torch
+from torch import nn
+from torch.optim import SGD, Adagrad, Adam
+from torch.optim.lr_scheduler import (
+    CosineAnnealingLR,
+    CosineAnnealingWarmRestarts,
+    CyclicLR,
+    ExponentialLR,
+    LRScheduler,
+    OneCycleLR,
+    StepLR,
+)
+
+from lightning_clr import schedules
+from lightning_clr.schedules import (
+    SCHEDULES,
+    SGDR,
+    Constant,
+    Cosine,
+    ExponentialDecay,
+    ExpRange,
+    OneCycle,
+    Schedule,
+    StepDecay,
+    Triangular,
+    Triangular2,
+    sgdr_lr,
+)
+
+BASE, MAX = 1e-3, 0.1
+SPE = 50  # optimizer steps per epoch
+TOTAL = 1200  # optimizer steps of the long runs
+RTOL = 1e-9
+
+
+def make_optimizer(groups: int = 1, lr: float = 0.5, kind: str = "sgd", momentum: float = 0.9):
+    torch.manual_seed(0)
+    model = nn.Linear(4, 3)
+    params = model.parameters() if groups == 1 else [{"params": [model.weight]}, {"params": [model.bias]}]
+    if kind == "adam":
+        return Adam(params, lr=lr)
+    if kind == "adagrad":
+        return Adagrad(params, lr=lr)
+    return SGD(params, lr=lr, momentum=momentum)
+
+
+def momenta(optimizer) -> list[float]:
+    return [g["betas"][0] if "betas" in g else g["momentum"] for g in optimizer.param_groups]
+
+
+def record(optimizer, scheduler, steps: int) -> tuple[list[list[float]], list[list[float]]]:
+    """LRs and momenta of every group at step counts 0..steps (optimizer.step, then scheduler.step)."""
+    lrs, moms = [], []
+    for i in range(steps + 1):
+        lrs.append([g["lr"] for g in optimizer.param_groups])
+        moms.append(momenta(optimizer))
+        if i < steps:
+            optimizer.step()
+            scheduler.step()
+    return lrs, moms
+
+
+def assert_close(ours, ref, rtol: float = RTOL) -> None:
+    torch.testing.assert_close(
+        torch.tensor(ours, dtype=torch.float64), torch.tensor(ref, dtype=torch.float64), rtol=rtol, atol=0.0
+    )
+
+
+def build(spec: Schedule, optimizer, base=BASE, peak=MAX, total: int | None = TOTAL, spe: int = SPE):
+    return spec.build(optimizer, base, peak, steps_per_epoch=spe, total_steps=total)
+
+
+def at_max(factory):
+    """torch's annealing schedulers start from the optimizer's LR: set it to MAX before constructing."""
+
+    def make(optimizer):
+        for g in optimizer.param_groups:
+            g["lr"] = MAX
+        return factory(optimizer)
+
+    return make
+
+
+def cyclic(mode: str, step_size: int, cycle_momentum: bool = False, **kwargs):
+    return lambda opt: CyclicLR(
+        opt, BASE, MAX, step_size_up=step_size, mode=mode, cycle_momentum=cycle_momentum, **kwargs
+    )
+
+
+TORCH_CASES = [
+    pytest.param(Triangular(step_size=137), cyclic("triangular", 137), id="triangular"),
+    pytest.param(Triangular(step_epochs=2.0), cyclic("triangular", 100), id="triangular-epochs"),
+    pytest.param(
+        Triangular(step_size=100, cycle_momentum=True),
+        cyclic("triangular", 100, cycle_momentum=True, base_momentum=0.85, max_momentum=0.95),
+        id="triangular-momentum",
+    ),
+    pytest.param(Triangular2(step_size=90), cyclic("triangular2", 90), id="triangular2"),
+    pytest.param(ExpRange(step_size=80, gamma=0.999), cyclic("exp_range", 80, gamma=0.999), id="exp_range-gamma"),
+    pytest.param(ExpRange(step_size=80), cyclic("exp_range", 80, gamma=0.5 ** (1 / 160)), id="exp_range-derived"),
+    pytest.param(
+        SGDR(cycle_steps=100, cycle_mult=1),
+        at_max(lambda o: CosineAnnealingWarmRestarts(o, T_0=100, T_mult=1, eta_min=BASE)),
+        id="sgdr-mult1",
+    ),
+    pytest.param(
+        SGDR(cycle_epochs=1.0, cycle_mult=2),
+        at_max(lambda o: CosineAnnealingWarmRestarts(o, T_0=SPE, T_mult=2, eta_min=BASE)),
+        id="sgdr-mult2",
+    ),
+    pytest.param(
+        OneCycle(),
+        lambda o: OneCycleLR(o, max_lr=MAX, total_steps=TOTAL, div_factor=MAX / BASE),
+        id="one_cycle",
+    ),
+    pytest.param(
+        OneCycle(pct_start=0.25, anneal_strategy="linear", final_div_factor=100.0, three_phase=True),
+        lambda o: OneCycleLR(
+            o,
+            max_lr=MAX,
+            total_steps=TOTAL,
+            pct_start=0.25,
+            anneal_strategy="linear",
+            div_factor=MAX / BASE,
+            final_div_factor=100.0,
+            three_phase=True,
+        ),
+        id="one_cycle-three_phase",
+    ),
+    pytest.param(StepDecay(step_size=100, gamma=0.5), at_max(lambda o: StepLR(o, 100, gamma=0.5)), id="step"),
+    pytest.param(
+        StepDecay(step_epochs=5.0),
+        at_max(lambda o: StepLR(o, 250, gamma=(BASE / MAX) ** (1 / 4))),  # drops at 250..1000
+        id="step-derived",
+    ),
+    pytest.param(ExponentialDecay(gamma=0.998), at_max(lambda o: ExponentialLR(o, gamma=0.998)), id="exp_decay"),
+    pytest.param(
+        ExponentialDecay(),
+        at_max(lambda o: ExponentialLR(o, gamma=(BASE / MAX) ** (1 / TOTAL))),
+        id="exp_decay-derived",
+    ),
+    pytest.param(
+        Cosine(), at_max(lambda o: CosineAnnealingLR(o, T_max=TOTAL, eta_min=BASE)), id="cosine"
+    ),
+]
+
+# One configuration of every spec, short enough to show its features within 400 steps.
+SHORT = 400
+ALL_SPECS = [
+    pytest.param(Constant(position=0.3), id="constant"),
+    pytest.param(Triangular(step_size=60), id="triangular"),
+    pytest.param(Triangular(step_size=60, cycle_momentum=True), id="triangular-momentum"),
+    pytest.param(Triangular2(step_size=60), id="triangular2"),
+    pytest.param(ExpRange(step_size=60), id="exp_range"),
+    pytest.param(SGDR(cycle_steps=50, cycle_mult=2), id="sgdr"),
+    pytest.param(SGDR(cycle_steps=40, cycle_mult=1.5, cycle_decay=0.7, warmup_steps=15), id="sgdr-warmup"),
+    pytest.param(OneCycle(), id="one_cycle"),
+    pytest.param(StepDecay(step_size=70), id="step"),
+    pytest.param(ExponentialDecay(), id="exp_decay"),
+    pytest.param(Cosine(), id="cosine"),
+]
+
+
+class TestMatchesTorch:
+    @pytest.mark.parametrize("spec,reference", TORCH_CASES)
+    def test_lr_and_momentum_every_step(self, spec, reference):
+        ours_opt, ref_opt = make_optimizer(), make_optimizer()
+        ours = record(ours_opt, build(spec, ours_opt), TOTAL)
+        ref = record(ref_opt, reference(ref_opt), TOTAL)
+        assert_close(ours[0], ref[0])
+        assert_close(ours[1], ref[1])
+        assert len({round(lr[0], 12) for lr in ours[0]}) > 3  # the schedule actually moves
+
+    def test_one_cycle_cycles_adam_beta1(self):
+        ours_opt, ref_opt = make_optimizer(kind="adam"), make_optimizer(kind="adam")
+        ours = record(ours_opt, build(OneCycle(), ours_opt), TOTAL)
+        ref = record(ref_opt, OneCycleLR(ref_opt, max_lr=MAX, total_steps=TOTAL, div_factor=MAX / BASE), TOTAL)
+        assert_close(ours[0], ref[0])
+        assert_close(ours[1], ref[1])
+        assert ours[1][0] == [0.95] and ours[1][int(0.3 * TOTAL) - 1] == [pytest.approx(0.85)]
+
+    @pytest.mark.parametrize("spec", [OneCycle(), Triangular(step_size=10)], ids=["one_cycle", "triangular"])
+    def test_momentum_left_alone_without_momentum(self, spec):
+        optimizer = make_optimizer(momentum=0.0)
+        _, moms = record(optimizer, build(spec, optimizer), 100)
+        assert all(m == [0.0] for m in moms)
+
+    def test_constant(self):
+        optimizer = make_optimizer(groups=2)
+        lrs, _ = record(optimizer, build(Constant(), optimizer, [BASE, 10 * BASE], [MAX, 10 * MAX]), 300)
+        assert_close(lrs, [[0.01, 0.1]] * 301, rtol=1e-12)  # geometric mean of 1e-3 and 0.1
+        assert build(Constant(position=0), optimizer).get_last_lr() == [pytest.approx(BASE)] * 2
+        assert build(Constant(position=1), optimizer).get_last_lr() == [pytest.approx(MAX)] * 2
+
+
+class TestSGDR:
+    def lrs(self, spec: SGDR, steps: int, base=0.01, peak=0.1) -> list[float]:
+        optimizer = make_optimizer()
+        return [lr[0] for lr in record(optimizer, build(spec, optimizer, base, peak, total=None, spe=10), steps)[0]]
+
+    def test_fractional_mult_restarts(self):
+        # T0 = 10, mult 1.5: boundaries 10, 25, 47.5, 81.25 -> restarts at steps 10, 25, 48, 82
+        lrs = self.lrs(SGDR(cycle_steps=10, cycle_mult=1.5), 90)
+        for restart in (0, 10, 25, 48, 82):
+            assert lrs[restart] == pytest.approx(0.1, rel=1e-12)
+        cosine = lambda t, length: 0.01 + 0.045 * (1 + math.cos(math.pi * t / length))  # noqa: E731
+        assert lrs[9] == pytest.approx(cosine(9, 10), rel=1e-12)
+        assert lrs[24] == pytest.approx(cosine(14, 15), rel=1e-12)
+        assert lrs[47] == pytest.approx(cosine(22, 23), rel=1e-12)
+        assert lrs[60] == pytest.approx(cosine(12, 34), rel=1e-12)
+        assert all(lrs[i + 1] < lrs[i] for i in range(48, 81))  # monotone within a cycle
+
+    def test_cycle_decay_peaks(self):
+        lrs = self.lrs(SGDR(cycle_steps=10, cycle_mult=1, cycle_decay=0.5), 40)
+        assert [lrs[s] for s in (0, 10, 20, 30)] == pytest.approx([0.1, 0.055, 0.0325, 0.02125], rel=1e-12)
+
+    def test_warmup_is_linear_then_cycles_shift(self):
+        lrs = self.lrs(SGDR(cycle_steps=20, cycle_mult=2, warmup_epochs=0.5), 70)  # 5 warmup steps
+        assert lrs[:6] == pytest.approx([0.01, 0.028, 0.046, 0.064, 0.082, 0.1], rel=1e-12)
+        assert lrs[25] == pytest.approx(0.1, rel=1e-12) and lrs[65] == pytest.approx(0.1, rel=1e-12)
+        assert lrs[15] == pytest.approx(0.055, rel=1e-12)  # half way through the first cycle
+
+    def test_fractional_first_cycle_from_epochs(self):
+        spec = SGDR(cycle_epochs=1.5, cycle_mult=1)  # 7 steps per epoch: T0 = 10.5 steps
+        optimizer = make_optimizer()
+        lrs = [lr[0] for lr in record(optimizer, build(spec, optimizer, 0.01, 0.1, spe=7), 43)[0]]
+        assert spec.cycle_ends(steps_per_epoch=7, total_steps=43) == [11, 21, 32, 42]
+        assert [lrs[s] for s in (0, 11, 21, 32, 42)] == pytest.approx([0.1] * 5, rel=1e-12)
+        assert lrs[20] == pytest.approx(0.01 + 0.045 * (1 + math.cos(math.pi * 9 / 10)), rel=1e-12)
+
+    @pytest.mark.parametrize(
+        "first_cycle,mult,restart",
+        [
+            (10, 1.2, 22),  # boundary 10 + 12 evaluates to 22.000000000000004
+            (100, 1.2, 364),  # the closed-form log puts step 364 in cycle 2 instead of 3
+            (10, 0.9, 19),  # the same for shrinking cycles: 10 + 9
+        ],
+    )
+    def test_restart_not_misplaced_by_float_error(self, first_cycle, mult, restart):
+        assert sgdr_lr(restart, 0.01, 0.1, first_cycle=first_cycle, cycle_mult=mult) == 0.1
+        assert sgdr_lr(restart - 1, 0.01, 0.1, first_cycle=first_cycle, cycle_mult=mult) < 0.02
+
+    def test_shrinking_cycles_end_annealed(self):
+        spec = SGDR(cycle_steps=8, cycle_mult=0.5)  # 8, 4, 2, 1 steps, then nothing left
+        assert spec.cycle_ends(steps_per_epoch=1, total_steps=100) == [8, 12, 14, 15]
+        lrs = self.lrs(spec, 30)
+        assert [lrs[s] for s in (0, 8, 12, 14)] == pytest.approx([0.1] * 4, rel=1e-12)
+        assert lrs[15:] == [0.01] * 16
+
+    @pytest.mark.parametrize(
+        "spec,ends",
+        [
+            (SGDR(cycle_steps=100, cycle_mult=1), [100, 200, 300, 400, 500]),
+            (SGDR(cycle_steps=50, cycle_mult=2), [50, 150, 350]),
+            (SGDR(cycle_steps=10, cycle_mult=1.5), [10, 25, 48, 82, 132, 208, 322, 493]),
+            (SGDR(cycle_steps=40, cycle_mult=2, warmup_steps=20), [60, 140, 300]),
+        ],
+    )
+    def test_cycle_ends(self, spec, ends):
+        assert spec.cycle_ends(steps_per_epoch=SPE, total_steps=500) == ends
+
+    def test_get_lr_outside_step_does_not_warn(self):
+        optimizer = make_optimizer()
+        scheduler = build(SGDR(cycle_steps=10), optimizer)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert scheduler.get_lr() == pytest.approx([MAX])
+
+
+class TestCycleEnds:
+    @pytest.mark.parametrize("cls", [Triangular, Triangular2, ExpRange])
+    def test_triangular_family(self, cls):
+        assert cls(step_size=100).cycle_ends(steps_per_epoch=SPE, total_steps=1000) == [200, 400, 600, 800, 1000]
+        assert cls(step_epochs=2.5).cycle_ends(steps_per_epoch=30, total_steps=470) == [150, 300, 450]
+
+    def test_triangular_ends_at_base(self):
+        optimizer = make_optimizer()
+        lrs, _ = record(optimizer, build(Triangular(step_size=25), optimizer), 200)
+        ends = Triangular(step_size=25).cycle_ends(steps_per_epoch=SPE, total_steps=200)
+        assert ends == [50, 100, 150, 200]
+        assert [lrs[e][0] for e in ends] == pytest.approx([BASE] * 4, rel=1e-12)
+        assert lrs[25][0] == pytest.approx(MAX, rel=1e-12)
+
+    @pytest.mark.parametrize(
+        "spec", [Constant(), OneCycle(), StepDecay(), ExponentialDecay(), Cosine()], ids=lambda s: type(s).__name__
+    )
+    def test_no_cycles(self, spec):
+        assert spec.cycle_ends(steps_per_epoch=SPE, total_steps=777) == [777]
+
+
+class TestAnnealingValues:
+    def test_step_decay_last_drop_lands_on_base(self):
+        optimizer = make_optimizer()
+        lrs, _ = record(optimizer, build(StepDecay(step_size=100), optimizer, total=400), 400)
+        # training steps 0..399 see the drops at 100, 200, 300: gamma = (1e-3 / 0.1) ** (1 / 3)
+        assert lrs[0][0] == MAX and lrs[99][0] == MAX
+        assert lrs[100][0] == pytest.approx(0.1 * 0.01 ** (1 / 3), rel=1e-12)
+        assert [lr[0] for lr in lrs[300:400]] == pytest.approx([BASE] * 100, rel=1e-12)
+
+    def test_exponential_and_cosine_reach_base_at_the_end(self):
+        for spec in (ExponentialDecay(), Cosine()):
+            optimizer = make_optimizer()
+            lrs, _ = record(optimizer, build(spec, optimizer, total=300), 300)
+            assert lrs[0][0] == MAX and lrs[300][0] == pytest.approx(BASE, rel=1e-12)
+        assert lrs[150][0] == pytest.approx((BASE + MAX) / 2, rel=1e-12)
+
+    def test_exp_range_derived_gamma_halves_each_cycle(self):
+        optimizer = make_optimizer()
+        lrs, _ = record(optimizer, build(ExpRange(step_size=40), optimizer), 200)
+        peaks = [lrs[s][0] - BASE for s in (40, 120, 200)]
+        assert peaks[1] / peaks[0] == pytest.approx(0.5, rel=1e-9)
+        assert peaks[2] / peaks[1] == pytest.approx(0.5, rel=1e-9)
+
+
+class TestMultipleParamGroups:
+    @pytest.mark.parametrize("spec", ALL_SPECS)
+    def test_ratio_holds_every_step(self, spec):
+        two = make_optimizer(groups=2)
+        lrs, _ = record(two, build(spec, two, [BASE, 10 * BASE], [MAX, 10 * MAX], total=SHORT), SHORT)
+        one = make_optimizer()
+        single, _ = record(one, build(spec, one, total=SHORT), SHORT)
+        assert_close([lr[1] for lr in lrs], [10 * lr[0] for lr in lrs])
+        assert_close([lr[0] for lr in lrs], [lr[0] for lr in single])
+
+    @pytest.mark.parametrize("cls", [OneCycle, StepDecay, ExponentialDecay])
+    def test_one_shared_factor_needs_proportional_bounds(self, cls):
+        optimizer = make_optimizer(groups=2)
+        with pytest.raises(ValueError, match=r"ratio.*\[100\.0, 10\.0\]"):
+            build(cls(), optimizer, [BASE, 10 * BASE], [MAX, MAX])
+
+    def test_cosine_keeps_a_base_per_group(self):
+        optimizer = make_optimizer(groups=2)
+        lrs, _ = record(optimizer, build(Cosine(), optimizer, [BASE, 0.05], [MAX, MAX], total=100), 100)
+        assert lrs[0] == [MAX, MAX] and lrs[100] == pytest.approx([BASE, 0.05], rel=1e-12)
+
+
+class TestStateDict:
+    @pytest.mark.parametrize("spec", ALL_SPECS)
+    @pytest.mark.parametrize("k", [1, 137])
+    def test_resume_continues_exactly(self, spec, k):
+        optimizer = make_optimizer(groups=2)
+        bounds = ([BASE, 10 * BASE], [MAX, 10 * MAX])
+        scheduler = build(spec, optimizer, *bounds, total=SHORT)
+        first, _ = record(optimizer, scheduler, k)
+        buffer = io.BytesIO()
+        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, buffer)
+        rest, rest_moms = record(optimizer, scheduler, SHORT - k)
+
+        buffer.seek(0)
+        saved = torch.load(buffer, weights_only=True)  # plain data only, as in a checkpoint
+        fresh = make_optimizer(groups=2, lr=0.7)
+        resumed = build(spec, fresh, *bounds, total=SHORT)
+        fresh.load_state_dict(saved["optimizer"])
+        resumed.load_state_dict(saved["scheduler"])
+        again, again_moms = record(fresh, resumed, SHORT - k)
+        assert_close(again, rest, rtol=0)
+        assert_close(again_moms, rest_moms, rtol=0)
+        assert rest[0] == first[-1]
+
+    @pytest.mark.parametrize("spec", [SGDR(cycle_steps=30, cycle_mult=1.5, warmup_steps=5), Cosine()])
+    def test_pure_schedules_resume_from_scheduler_state_alone(self, spec):
+        optimizer = make_optimizer()
+        scheduler = build(spec, optimizer, total=SHORT)
+        record(optimizer, scheduler, 77)
+        state = copy.deepcopy(scheduler.state_dict())
+        rest, _ = record(optimizer, scheduler, 100)
+        fresh = make_optimizer()
+        resumed = build(spec, fresh, total=SHORT)
+        resumed.load_state_dict(state)
+        again = [resumed.get_lr()]  # the LR is a pure function of the loaded step count
+        for _ in range(100):
+            fresh.step()
+            resumed.step()
+            again.append([g["lr"] for g in fresh.param_groups])
+        assert again == rest
+
+
+class TestStaleInitialLR:
+    @pytest.mark.parametrize("spec", ALL_SPECS)
+    def test_previous_scheduler_is_ignored(self, spec):
+        optimizer = make_optimizer(groups=2)
+        old = CyclicLR(optimizer, base_lr=0.5, max_lr=1.0, step_size_up=7, cycle_momentum=False)
+        record(optimizer, old, 3)
+        assert optimizer.param_groups[0]["initial_lr"] == 0.5
+        bounds = ([BASE, 10 * BASE], [MAX, 10 * MAX])
+        ours, _ = record(optimizer, build(spec, optimizer, *bounds, total=SHORT), SHORT)
+        clean = make_optimizer(groups=2)
+        expected, _ = record(clean, build(spec, clean, *bounds, total=SHORT), SHORT)
+        assert_close(ours, expected, rtol=0)
+        fresh = make_optimizer(groups=2)
+        build(spec, fresh, *bounds, total=SHORT)
+        starts = [g["initial_lr"] for g in fresh.param_groups]
+        stale = make_optimizer(groups=2)
+        CyclicLR(stale, base_lr=0.5, max_lr=1.0, step_size_up=7, cycle_momentum=False)
+        build(spec, stale, *bounds, total=SHORT)
+        assert [g["initial_lr"] for g in stale.param_groups] == starts
+        assert starts == pytest.approx(expected[0], rel=1e-12)
+
+
+def _build_error(spec, optimizer=None, base=BASE, peak=MAX, total=TOTAL, spe=SPE):
+    return lambda: spec.build(optimizer or make_optimizer(), base, peak, steps_per_epoch=spe, total_steps=total)
+
+
+class TestValidation:
+    @pytest.mark.parametrize(
+        "make,pattern",
+        [
+            (lambda: SGDR(cycle_mult=0), r"cycle_mult must be > 0, got 0"),
+            (lambda: SGDR(cycle_mult=-1.0), r"cycle_mult must be > 0, got -1\.0; use 1"),
+            (lambda: SGDR(cycle_decay=1.5), r"cycle_decay must be in \(0, 1\], got 1\.5"),
+            (lambda: SGDR(cycle_epochs=0), r"cycle_epochs must be > 0, got 0"),
+            (lambda: SGDR(cycle_steps=0), r"cycle_steps must be an integer >= 1 or None, got 0"),
+            (lambda: SGDR(warmup_steps=-2), r"warmup_steps must be an integer >= 0 or None, got -2"),
+            (lambda: SGDR(warmup_epochs=-1.0), r"warmup_epochs must be >= 0, got -1\.0"),
+            (lambda: OneCycle(pct_start=1.5), r"pct_start must be in \(0, 1\), got 1\.5"),
+            (lambda: OneCycle(pct_start=0.0), r"pct_start must be in \(0, 1\), got 0\.0"),
+            (lambda: OneCycle(pct_start=0.6, three_phase=True), r"pct_start must be < 0\.5 .*got 0\.6"),
+            (lambda: OneCycle(anneal_strategy="exp"), r"anneal_strategy must be 'cos' or 'linear', got 'exp'"),
+            (lambda: OneCycle(final_div_factor=0.5), r"final_div_factor must be >= 1, got 0\.5"),
+            (lambda: OneCycle(base_momentum=0.99), r"base_momentum \(0\.99\) must be <= max_momentum \(0\.95\)"),
+            (lambda: OneCycle(max_momentum=1.0), r"max_momentum must be in \[0, 1\), got 1\.0"),
+            (lambda: Triangular(step_epochs=0), r"Triangular: step_epochs must be > 0, got 0"),
+            (lambda: Triangular2(step_size=0), r"Triangular2: step_size must be an integer >= 1 or None, got 0"),
+            (lambda: Triangular(step_size=2.5), r"step_size must be an integer >= 1 or None, got 2\.5"),
+            (lambda: ExpRange(gamma=1.2), r"ExpRange: gamma must be in \(0, 1\] or None, got 1\.2"),
+            (lambda: ExpRange(cycle_decay=0), r"cycle_decay must be in \(0, 1\], got 0"),
+            (lambda: StepDecay(step_epochs=-1), r"StepDecay: step_epochs must be > 0, got -1"),
+            (lambda: StepDecay(gamma=0), r"StepDecay: gamma must be in \(0, 1\] or None, got 0"),
+            (lambda: ExponentialDecay(gamma=2.0), r"ExponentialDecay: gamma must be in \(0, 1\] or None, got 2\.0"),
+            (lambda: Constant(position=1.5), r"Constant: position must be in \[0, 1\], got 1\.5"),
+            (lambda: Constant(position=float("nan")), r"position must be in \[0, 1\], got nan"),
+        ],
+    )
+    def test_bad_shape_parameters(self, make, pattern):
+        with pytest.raises(ValueError, match=pattern):
+            make()
+
+    @pytest.mark.parametrize("spec", ALL_SPECS)
+    def test_bad_bounds(self, spec):
+        with pytest.raises(ValueError, match=r"max_lr \(0\.001\) must be >= base_lr \(0\.01\)"):
+            _build_error(spec, base=0.01, peak=0.001)()
+        with pytest.raises(ValueError, match=r"base_lr must be > 0, got 0\.0"):
+            _build_error(spec, base=0.0)()
+        with pytest.raises(ValueError, match=r"max_lr \(0\.1\) must be >= base_lr \(1\.0\) in param group 1"):
+            _build_error(spec, make_optimizer(groups=2), base=[BASE, 1.0], peak=[MAX, 0.1])()
+        with pytest.raises(ValueError, match=r"base_lr has 3 values but the optimizer has 2 param groups"):
+            _build_error(spec, make_optimizer(groups=2), base=[BASE] * 3)()
+        with pytest.raises(ValueError, match=r"steps_per_epoch must be an integer >= 1, got 0"):
+            _build_error(spec, spe=0)()
+
+    @pytest.mark.parametrize(
+        "spec", [OneCycle(), Cosine(), StepDecay(), ExponentialDecay()], ids=lambda s: type(s).__name__
+    )
+    def test_total_steps_required(self, spec):
+        with pytest.raises(ValueError, match=rf"{type(spec).__name__} needs total_steps, got None; set max_epochs"):
+            _build_error(spec, total=None)()
+
+    @pytest.mark.parametrize(
+        "spec",
+        [Constant(), Triangular(), ExpRange(), SGDR(), StepDecay(gamma=0.5), ExponentialDecay(gamma=0.99)],
+        ids=lambda s: type(s).__name__,
+    )
+    def test_total_steps_optional(self, spec):
+        assert isinstance(_build_error(spec, total=None)(), LRScheduler)
+
+    @pytest.mark.parametrize("spec", ALL_SPECS)
+    def test_numpy_scalars_accepted(self, spec):
+        np = pytest.importorskip("numpy")
+        optimizer = make_optimizer()
+        spec.build(
+            optimizer, np.float32(BASE), np.float64(MAX), steps_per_epoch=np.int64(SPE), total_steps=np.int64(SHORT)
+        )
+        reference = make_optimizer()
+        build(spec, reference, total=SHORT)
+        assert [g["lr"] for g in optimizer.param_groups] == pytest.approx(
+            [g["lr"] for g in reference.param_groups], rel=1e-6
+        )
+
+    @pytest.mark.parametrize("cls", [Triangular, Triangular2, ExpRange])
+    def test_cycle_momentum_needs_momentum(self, cls):
+        with pytest.raises(ValueError, match=r"cycle_momentum=True but Adagrad has no momentum or betas"):
+            _build_error(cls(cycle_momentum=True), make_optimizer(kind="adagrad"))()
+
+    def test_step_counts(self):
+        with pytest.raises(ValueError, match=r"SGDR: the first cycle is 0\.5 optimizer steps"):
+            _build_error(SGDR(cycle_epochs=0.5), spe=1)()
+        with pytest.raises(ValueError, match=r"pct_start=0\.3 x total_steps=3 leaves no warm-up"):
+            _build_error(OneCycle(), total=3)()
+        with pytest.raises(ValueError, match=r"total_steps must be an integer >= 1 or None, got 0"):
+            _build_error(Triangular(), total=0)()
+
+
+class TestRegistry:
+    def test_names(self):
+        assert set(SCHEDULES) == {
+            "constant", "triangular", "triangular2", "exp_range", "sgdr", "one_cycle", "step", "exp_decay", "cosine"
+        }
+        assert schedules.SGDR is SGDR and SCHEDULES["sgdr"] is SGDR
+
+    @pytest.mark.parametrize("name", sorted(SCHEDULES))
+    def test_defaults_build_a_scheduler(self, name):
+        spec = SCHEDULES[name]()
+        assert isinstance(spec, Schedule)
+        optimizer = make_optimizer()
+        assert isinstance(build(spec, optimizer), LRScheduler)
+
+    def test_hydra_instantiate(self):
+        from hydra.utils import instantiate
+
+        spec = instantiate({"_target_": "lightning_clr.schedules.SGDR", "cycle_mult": 1.5, "cycle_steps": 10})
+        assert spec == SGDR(cycle_steps=10, cycle_mult=1.5)
