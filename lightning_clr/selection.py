@@ -13,10 +13,10 @@ same pipeline:
 2. Keep the finite prefix: the curve ends at the first NaN/inf (divergence).
 3. Re-smooth lightly with a Gaussian kernel in ``log10(lr)`` (``smooth`` decades wide,
    widened locally to reach 4 neighbours): local-linear for the loss, local-quadratic for
-   its slope d loss / d log10(lr).
-   Everything is read against the actual log LR, so exponential and linear sweeps of one
-   curve give the same bounds (Lightning's ``suggestion()`` takes the slope against the
-   LR itself, which in exponential mode favours the largest LRs).
+   its slope d loss / d log10(lr). Everything is read against the actual log LR, so
+   exponential and linear sweeps of one curve give the same bounds (Lightning's
+   ``suggestion()`` takes the slope against the LR itself, which in exponential mode
+   favours the largest LRs).
 4. Take the global minimum of the smoothed loss and the highest point before it ("top");
    their difference is the fall. A curve with fewer than ``min_points`` finite points, or
    whose fall is below ``flat_tol`` of the top loss or within the noise, gets the low-end
@@ -120,10 +120,11 @@ def smith(
       below the minimum, where the loss is still falling steadily, rather than on the brink
       of divergence.
 
-    Crossings are interpolated linearly between points. If the loss is already falling at
-    the first LR (over its first two kernel widths, faster than half its steepest rate), where it starts
-    to fall was not recorded: ``base_lr = max_lr / div`` (Smith: a third or a quarter of
-    the maximum) and ``fallback`` says so.
+    Crossings are interpolated linearly between points, and each level keeps at least 4
+    noise sd from its extreme. If the loss is already falling at the first LR (over the
+    first two kernel widths, faster than half its steepest rate), where it starts to fall
+    was not recorded: ``base_lr = max_lr / div`` (Smith: a third or a quarter of the
+    maximum) and ``fallback`` says so.
 
     Args:
         lrs: Learning rates of the sweep, increasing, exponential or linear spacing.
@@ -304,7 +305,7 @@ def steepest(
     if i == 0:
         fallback = f"steepest fall at the first LR ({c.lrs[0]:.3g}); it may lie below the sweep"
     elif x_st >= x_max:
-        fallback = f"steepest fall at the loss minimum (lr {10**x_st:.3g}): the curve ends in a cliff"
+        fallback = f"steepest fall at the loss minimum (lr {10**x_st:.3g}): a cliff"
     if fallback is not None:
         base_lr, fallback = max_lr / div, f"{fallback}; base_lr = max_lr / {div:g}"
     return _finish(c.lrs, base_lr, max_lr, "steepest", fallback, div)
@@ -349,7 +350,7 @@ class _Curve:
     y: np.ndarray  # finite prefix of the losses
     s: np.ndarray  # smoothed loss
     g: np.ndarray  # d s / d log10(lr)
-    noise: float  # standard deviation of s from noise in y
+    noise: float  # typical (median) standard deviation of s from noise in y
     i_top: int
     i_min: int
     h0: float  # kernel width at the first point, decades
@@ -417,7 +418,8 @@ def _prepare(lrs, losses, rule, div, smooth, flat_tol, min_points) -> _Curve | B
         )
     lr, y = lr[:n], y[:n]
     if n < min_points:
-        return _low_end(lr, rule, div, f"only {n} finite point(s), fewer than min_points={min_points}")
+        reason = f"only {n} finite point(s), fewer than min_points={min_points}"
+        return _low_end(lr, rule, div, reason)
     x = np.log10(lr)
     s, g, sd, h = _local_fit(x, y, smooth)
     i_min = int(np.argmin(s))
@@ -547,12 +549,13 @@ def _low_end(lr: np.ndarray, rule: str, div: float, reason: str) -> Bounds:
     finite point, ``max_lr = lrs[0]`` and ``base_lr = lrs[0] / div``.
     """
     if lr.size == 1:
-        return Bounds(lr[0] / div, float(lr[0]), rule, f"{reason}; using lrs[0] / {div:g}..lrs[0]", 0, 0)
+        reason = f"{reason}; using lrs[0] / {div:g}..lrs[0]"
+        return Bounds(float(lr[0]) / div, float(lr[0]), rule, reason, 0, 0)
     base, top = float(lr[0]), float(min(div * lr[0], lr[-1]))
     return _finish(lr, base, top, rule, f"{reason}; using the low end of the sweep", div)
 
 
-def _finish(lr: np.ndarray, base: float, top: float, rule: str, fallback: str | None, div: float) -> Bounds:
+def _finish(lr, base: float, top: float, rule: str, fallback: str | None, div: float) -> Bounds:
     """Clamp into ``lrs[0] <= base < max <= lrs[-1]`` and attach the plot indices."""
     lo, hi = float(lr[0]), float(lr[-1])
     top = min(max(top, lo), hi)
@@ -565,4 +568,4 @@ def _finish(lr: np.ndarray, base: float, top: float, rule: str, fallback: str | 
     x = np.log10(lr)
     i_base = int(np.argmin(np.abs(x - np.log10(base))))
     i_max = int(np.argmin(np.abs(x - np.log10(top))))
-    return Bounds(base, top, rule, fallback, i_base, i_max)
+    return Bounds(float(base), float(top), rule, fallback, i_base, i_max)

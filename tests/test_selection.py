@@ -99,6 +99,21 @@ class TestKnownCurve:
         assert decades(b.base_lr, base) < 0.3
         assert decades(b.max_lr, top) < 0.3
 
+    @pytest.mark.parametrize("rule", ALL_RULES)
+    def test_heavy_noise_stays_in_the_right_half_decade(self, rule):
+        # noise sd 0.04 per point = 5% of the fall: the extremes of the smoothed curve
+        # overshoot, so levels must keep clear of them
+        base, top = EXPECTED[rule]
+        for seed in range(20):
+            b = select_bounds(EXP, noisy(EXP, 0.04, seed), rule)
+            assert decades(b.base_lr, base) < 0.45, seed
+            assert decades(b.max_lr, top) < 0.45, seed
+
+    def test_steepest_point_is_interpolated_between_coarse_points(self):
+        lrs = np.logspace(-6, 1, 40)  # 0.18 decade apart; 10**-2.5 lies half-way between two
+        b = steepest(lrs, sigmoid_curve(lrs))
+        assert decades(b.base_lr, 10**-2.5) < 0.04
+
     def test_plot_indices_point_at_the_bounds(self):
         b = smith(EXP, sigmoid_curve(EXP))
         step = math.log10(EXP[1] / EXP[0])
@@ -120,6 +135,14 @@ class TestSpacing:
         assert a.fallback is None and b.fallback is None
         assert decades(a.base_lr, b.base_lr) < 0.1
         assert decades(a.max_lr, b.max_lr) < 0.1
+
+    @pytest.mark.parametrize("rule", ALL_RULES)
+    @pytest.mark.parametrize("seed", range(5))
+    def test_noisy_sweeps_agree(self, rule, seed):
+        a = select_bounds(self.EXP, noisy(self.EXP, 0.02, seed, **self.KW), rule)
+        b = select_bounds(self.LIN, noisy(self.LIN, 0.02, seed, **self.KW), rule)
+        assert decades(a.base_lr, b.base_lr) < 0.3
+        assert decades(a.max_lr, b.max_lr) < 0.3
 
     def test_steepest_is_steepest_in_log_lr_for_linear_sweep(self):
         # the slope against the LR itself would put it near the blow-up; in log LR it is
@@ -145,6 +168,21 @@ class TestValley:
     def test_position_moves_the_valley_lr(self):
         b = valley(EXP, self.ramp(EXP), position=0.5, div=2.0)
         assert decades(b.base_lr * 2, 10**-3.5) < 0.1
+
+    def test_long_shallow_drift_is_not_the_valley(self):
+        # 3 decades of gentle drift (fall 0.1), a bump, then a 1-decade valley (fall 0.7):
+        # only a stretch carrying half the total fall counts
+        x = np.log10(EXP)
+        y = (
+            1.0
+            - 0.1 * np.clip((x + 6) / 3, 0, 1)
+            + 0.2 * np.exp(-0.5 * ((x + 2.8) / 0.1) ** 2)
+            - 0.7 * np.clip((x + 2.5) / 1, 0, 1)
+            + 3.0 * np.maximum(x, 0) ** 2
+        )
+        b = valley(EXP, y)
+        assert decades(b.max_lr, 10**-1.5) < 0.2
+        assert decades(b.base_lr * 4, 10 ** (-2.5 + 2 / 3)) < 0.2
 
     def test_picks_the_widest_valley(self):
         # a short dip at 1e-5 (0.3 decade) before the 3-decade main valley
