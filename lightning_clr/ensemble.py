@@ -1,0 +1,373 @@
+"""Snapshot ensembles (Huang et al., "Snapshot Ensembles: Train 1, get M for free", arXiv 1704.00109).
+
+Every cycle of a cyclical schedule ends at a low LR, in a minimum of its own. :class:`SnapshotEnsemble`
+keeps the model at each of those points (in CPU memory and as a weights file), and at every
+validation after the second snapshot scores the ensemble of the last ``m`` snapshots, the mean of
+their softmax outputs, next to the single model. :func:`load_ensemble` turns the saved files back
+into one ``nn.Module`` for inference.
+
+Tags written: ``ensemble/val_loss`` (negative log-likelihood of the averaged probabilities),
+``ensemble/val_acc`` and ``ensemble/size`` (members), once per validation with two or more snapshots.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import re
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
+from torch import nn
+from torch.func import functional_call
+from typing_extensions import override
+
+from lightning_clr.range_test import LRRangeTest
+from lightning_clr.schedules import Schedule
+
+SNAPSHOT_FILE = re.compile(r"^cycle_(\d+)\.pt$")
+
+
+def schedule_cycle_ends(trainer: L.Trainer, schedule: Schedule | None = None) -> list[int]:
+    """Optimizer-step counts at which the schedule's cycles end in this ``fit``.
+
+    Args:
+        trainer: a Trainer whose data is set up (call from ``on_train_start`` or later).
+        schedule: the schedule spec; ``None`` takes the one of the :class:`LRRangeTest`
+            among ``trainer.callbacks``.
+
+    Raises:
+        MisconfigurationException: without a schedule, or when the run length is unknown.
+    """
+    finder = next((c for c in trainer.callbacks if isinstance(c, LRRangeTest)), None)
+    spec = schedule if schedule is not None else (finder.schedule if finder is not None else None)
+    if spec is None:
+        raise MisconfigurationException(
+            "no schedule to take cycle ends from: add an LRRangeTest to the Trainer's callbacks "
+            "or pass schedule=<a lightning_clr.schedules spec>."
+        )
+    total = trainer.estimated_stepping_batches
+    if not math.isfinite(total):
+        raise MisconfigurationException(
+            "cycle ends need the length of the run; set max_epochs or max_steps on the Trainer."
+        )
+    if finder is not None:
+        per_epoch = finder.steps_per_epoch(trainer)
+    else:
+        per_epoch = max(1, math.ceil(int(trainer.num_training_batches) / trainer.accumulate_grad_batches))
+    return spec.cycle_ends(steps_per_epoch=per_epoch, total_steps=int(total))
+
+
+def split_batch(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(inputs, targets)`` of a classification batch given as a tuple or list.
+
+    Raises:
+        TypeError: for any other batch layout.
+    """
+    if isinstance(batch, (tuple, list)) and len(batch) >= 2:
+        return batch[0], batch[1]
+    raise TypeError(
+        f"expected a batch (inputs, targets), got {type(batch).__name__}; pass a loss_fn/forward "
+        "that understands your batch layout"
+    )
+
+
+@dataclass
+class Snapshot:
+    """One model saved at the end of an LR cycle.
+
+    Attributes:
+        cycle: 1-based index of the cycle that ended.
+        step: the optimizer step at which it ended.
+        state: the model's ``state_dict`` on the CPU.
+        path: the weights file, or ``None`` when nothing was written.
+    """
+
+    cycle: int
+    step: int
+    state: dict[str, torch.Tensor]
+    path: Path | None = None
+
+
+class SnapshotEnsemble(Callback):
+    """Keeps the model at the end of every LR cycle and scores the ensemble of the last ``m``.
+
+    The cycle ends come from the schedule (``Schedule.cycle_ends``): each SGDR restart, every
+    ``2 * step_size`` steps of the triangular family, the end of the run for schedules
+    without cycles. At each one the model's ``state_dict`` is copied to CPU memory and written
+    (rank zero) to ``<dir>/cycle_<k>.pt``, loadable with ``torch.load(..., weights_only=True)``.
+    ``<dir>`` is ``dirpath``, else ``snapshots/`` in the checkpoint folder of the run, else in
+    ``trainer.log_dir``.
+
+    With two or more snapshots, every validation also runs the last ``m`` snapshots on the
+    validation batches (recomputed only when a snapshot joins) and logs ``ensemble/val_loss``,
+    ``ensemble/val_acc`` and ``ensemble/size`` next to ``val/*``. Validation batches must be
+    ``(inputs, targets)`` and the module's ``forward`` must return logits. Strategies that
+    shard parameters (FSDP, DeepSpeed stage 3) are not supported.
+
+    Args:
+        num_snapshots: ``m``, the number of most recent snapshots to ensemble (and to keep in
+            memory; all are kept on disk). ``None`` uses every snapshot.
+        schedule: the schedule whose cycle ends to use; ``None`` takes the one installed by the
+            :class:`~lightning_clr.LRRangeTest` among the Trainer's callbacks.
+        dirpath: folder for the weights files; ``None`` picks the run's checkpoint folder.
+        save_weights: write a weights file per snapshot.
+        evaluate: score the ensemble at each validation.
+
+    Raises:
+        ValueError: for ``num_snapshots < 2``.
+
+    Example::
+
+        import lightning as L
+        from lightning_clr import LRRangeTest, SnapshotEnsemble, load_ensemble, schedules
+
+        finder = LRRangeTest(schedule=schedules.SGDR(cycle_epochs=2, cycle_mult=1))
+        snapshots = SnapshotEnsemble(num_snapshots=3)
+        trainer = L.Trainer(max_epochs=8, callbacks=[finder, snapshots])
+        trainer.fit(model, datamodule=dm)
+        ensemble = load_ensemble(model, snapshots.dirpath, last=3)   # an nn.Module: mean softmax
+    """
+
+    def __init__(
+        self,
+        num_snapshots: int | None = None,
+        schedule: Schedule | None = None,
+        dirpath: str | Path | None = None,
+        save_weights: bool = True,
+        evaluate: bool = True,
+    ) -> None:
+        if num_snapshots is not None and (isinstance(num_snapshots, bool) or int(num_snapshots) < 2):
+            raise ValueError(
+                f"num_snapshots must be >= 2 (an ensemble) or None for all, got {num_snapshots!r}"
+            )
+        if schedule is not None and not isinstance(schedule, Schedule):
+            raise TypeError(f"schedule must be a lightning_clr.schedules spec, got {type(schedule).__name__}")
+        self._m = None if num_snapshots is None else int(num_snapshots)
+        self._schedule = schedule
+        self._dirpath = Path(dirpath) if dirpath is not None else None
+        self._save, self._evaluate = save_weights, evaluate
+        self.snapshots: list[Snapshot] = []
+        self.dirpath: Path | None = self._dirpath
+        self.cycle_ends: list[int] = []
+        self._members: list[dict[str, torch.Tensor]] | None = None
+        self._sums: torch.Tensor | None = None
+        self._cache: tuple[tuple[int, ...], float, float] | None = None
+
+    # ------------------------------------------------------------------ snapshots
+
+    @override
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.cycle_ends = schedule_cycle_ends(trainer, self._schedule)
+        if len(self.cycle_ends) < 2:
+            rank_zero_warn(
+                f"SnapshotEnsemble: the schedule ends {len(self.cycle_ends)} cycle(s) in "
+                f"{int(trainer.estimated_stepping_batches)} steps, so there will be no ensemble; use a cyclical "
+                "schedule (sgdr, triangular2) with shorter cycles or train longer."
+            )
+        if self._dirpath is None:
+            ckpt = trainer.checkpoint_callback
+            base = getattr(ckpt, "dirpath", None) or trainer.log_dir or trainer.default_root_dir
+            self.dirpath = Path(base) / "snapshots"
+
+    @override
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        step = trainer.global_step
+        if step not in self.cycle_ends or any(s.step == step for s in self.snapshots):
+            return  # not a cycle end, or a later micro-batch of the same optimizer step
+        self.take(trainer, pl_module, cycle=self.cycle_ends.index(step) + 1)
+
+    def take(self, trainer: L.Trainer, pl_module: L.LightningModule, cycle: int) -> Snapshot:
+        """Copy the model to CPU memory now and write its weights file (rank zero)."""
+        state = {k: v.detach().to("cpu", copy=True) for k, v in pl_module.state_dict().items()}
+        path = None
+        if self._save and self.dirpath is not None:
+            path = self.dirpath / f"cycle_{cycle}.pt"
+            if trainer.is_global_zero:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+                torch.save(state, tmp)
+                tmp.replace(path)  # atomic: a reader never sees half a file
+        snapshot = Snapshot(cycle=cycle, step=trainer.global_step, state=state, path=path)
+        self._keep(snapshot)
+        return snapshot
+
+    def _keep(self, snapshot: Snapshot) -> None:
+        self.snapshots.append(snapshot)
+        if self._m is not None and len(self.snapshots) > self._m:
+            del self.snapshots[: len(self.snapshots) - self._m]  # older ones stay on disk only
+
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        return {"snapshots": [{"cycle": s.cycle, "step": s.step, "path": str(s.path) if s.path else None}
+                              for s in self.snapshots]}
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.snapshots = []
+        for entry in state_dict.get("snapshots", []):
+            path = Path(entry["path"]) if entry.get("path") else None
+            if path is None or not path.exists():
+                rank_zero_warn(f"SnapshotEnsemble: snapshot of cycle {entry['cycle']} is not on disk ({path}); "
+                               "the ensemble continues without it.")
+                continue
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            self._keep(Snapshot(entry["cycle"], entry["step"], state, path))
+
+    # ------------------------------------------------------------------ evaluation
+
+    def _chosen(self) -> list[Snapshot]:
+        return self.snapshots if self._m is None else self.snapshots[-self._m:]
+
+    @override
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._members = None
+        if not self._evaluate or trainer.sanity_checking or len(self.snapshots) < 2:
+            return
+        if self._cache is not None and self._cache[0] == tuple(s.step for s in self._chosen()):
+            return  # same members as last time: log the cached scores
+        device = pl_module.device
+        self._members = [{k: v.to(device) for k, v in s.state.items()} for s in self._chosen()]
+        self._sums = torch.zeros(3, dtype=torch.float64, device=device)  # nll, correct, count
+
+    @override
+    def on_validation_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        if self._members is None:
+            return
+        x, y = split_batch(batch)
+        with trainer.precision_plugin.val_step_context():
+            probs = ensemble_probs(pl_module, self._members, x)
+        nll = F.nll_loss(probs.clamp_min(torch.finfo(probs.dtype).tiny).log(), y, reduction="sum")
+        correct = (probs.argmax(dim=1) == y).sum()
+        self._sums[0] += nll.double()
+        self._sums[1] += correct.double()
+        self._sums[2] += y.numel()
+
+    @override
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._members is not None:
+            sums = trainer.strategy.reduce(self._sums, reduce_op="sum")
+            nll, correct, count = (float(v) for v in sums)
+            steps = tuple(s.step for s in self._chosen())
+            self._cache = (steps, nll / max(count, 1.0), correct / max(count, 1.0))
+            self._members, self._sums = None, None
+        elif self._cache is None or trainer.sanity_checking or len(self.snapshots) < 2 or not self._evaluate:
+            return
+        _, loss, acc = self._cache
+        # the sums were reduced over all processes already: every rank logs the same value
+        # (sync_dist=True only averages identical numbers, and keeps Lightning from warning)
+        pl_module.log("ensemble/val_loss", loss, on_epoch=True, sync_dist=True)
+        pl_module.log("ensemble/val_acc", acc, on_epoch=True, sync_dist=True)
+        pl_module.log("ensemble/size", float(len(self._cache[0])), on_epoch=True, sync_dist=True)
+
+
+def ensemble_probs(model: nn.Module, states: Sequence[Mapping[str, torch.Tensor]], x: torch.Tensor) -> torch.Tensor:
+    """Mean of ``softmax(model(x))`` over the weights in ``states`` (the module itself is untouched).
+
+    Args:
+        model: the module whose ``forward`` returns logits.
+        states: ``state_dict``-like mappings, on the module's device.
+        x: a batch of inputs.
+
+    Returns:
+        ``(batch, classes)`` probabilities in float32.
+    """
+    total = None
+    for state in states:
+        probs = F.softmax(functional_call(model, dict(state), (x,)).float(), dim=1)
+        total = probs if total is None else total + probs
+    assert total is not None, "need at least one state"
+    return total / len(states)
+
+
+def snapshot_files(dirpath: str | Path) -> list[Path]:
+    """The ``cycle_<k>.pt`` files in ``dirpath``, ordered by ``k``.
+
+    Raises:
+        FileNotFoundError: when the folder holds no snapshot file.
+    """
+    folder = Path(dirpath)
+    files = sorted(
+        (p for p in folder.glob("cycle_*.pt") if SNAPSHOT_FILE.match(p.name)),
+        key=lambda p: int(SNAPSHOT_FILE.match(p.name).group(1)),  # type: ignore[union-attr]
+    )
+    if not files:
+        raise FileNotFoundError(
+            f"no snapshot files (cycle_<k>.pt) in '{folder}'; point at the snapshots/ folder of a run "
+            "trained with SnapshotEnsemble"
+        )
+    return files
+
+
+class EnsembleModel(nn.Module):
+    """The snapshots as one module: ``forward`` returns the mean of the members' softmax.
+
+    Args:
+        model: a module of the trained architecture (its weights are not used); copied per member.
+        states: one ``state_dict`` per member.
+
+    Raises:
+        ValueError: for an empty ``states``.
+    """
+
+    def __init__(self, model: nn.Module, states: Sequence[Mapping[str, torch.Tensor]]) -> None:
+        super().__init__()
+        if not states:
+            raise ValueError("an ensemble needs at least one state_dict, got none")
+        members = []
+        for state in states:
+            member = copy.deepcopy(model)
+            member.load_state_dict(state)
+            members.append(member.eval())
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        probs = [F.softmax(member(x).float(), dim=1) for member in self.members]
+        return torch.stack(probs).mean(dim=0)
+
+
+def load_ensemble(model: nn.Module, dirpath: str | Path, last: int | None = None) -> EnsembleModel:
+    """Load the snapshots a :class:`SnapshotEnsemble` wrote as an :class:`EnsembleModel`.
+
+    Files are read with ``torch.load(..., weights_only=True)``.
+
+    Args:
+        model: a module of the trained architecture (e.g. a fresh ``Classifier``).
+        dirpath: the snapshots folder (``SnapshotEnsemble.dirpath``).
+        last: ensemble only the last ``last`` snapshots; ``None`` takes all.
+
+    Raises:
+        FileNotFoundError: when ``dirpath`` holds no snapshot.
+        ValueError: for ``last < 1``.
+
+    Example::
+
+        ensemble = load_ensemble(Classifier(CNN1D()), "outputs/.../checkpoints/snapshots", last=3)
+        probs = ensemble(x)                 # (batch, classes), rows sum to 1
+    """
+    files = snapshot_files(dirpath)
+    if last is not None:
+        if last < 1:
+            raise ValueError(f"last must be >= 1 or None, got {last}")
+        files = files[-last:]
+    states = [torch.load(f, map_location="cpu", weights_only=True) for f in files]
+    return EnsembleModel(model, states)

@@ -1,0 +1,128 @@
+"""Run comparison: exact numbers from known event files, a real run, the PNG, the CLI and the Hydra callback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.image
+import pytest
+import yaml
+from omegaconf import OmegaConf
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torch.utils.tensorboard import SummaryWriter
+
+from lightning_clr.compare import CompareRuns, compare, find_log_dirs, load_run, main, summarize
+from lightning_clr.run import train
+from tests.conftest import SMALL, compose_config
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+STEPS_PER_EPOCH = 10
+
+
+def _fake_run(root: Path, name: str, config: dict, overrides: list[str], accs: list[float],
+              bounds: tuple[float, float], ensemble: dict[int, float] | None = None) -> Path:
+    """A Hydra run folder with known TensorBoard scalars, laid out as the entry point writes it."""
+    run = root / name
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    log_dir = run / "tensorboard" / "version_0"
+    log_dir.mkdir(parents=True)
+    (log_dir / "hparams.yaml").write_text(yaml.safe_dump({"range_test/base_lr": bounds[0],
+                                                          "range_test/max_lr": bounds[1]}))
+    with SummaryWriter(str(log_dir)) as writer:
+        for step in range(len(accs) * STEPS_PER_EPOCH):
+            writer.add_scalar("lr", bounds[0] + (bounds[1] - bounds[0]) * (step % 7) / 6, step)
+        for epoch, acc in enumerate(accs):
+            step = (epoch + 1) * STEPS_PER_EPOCH - 1
+            writer.add_scalar("epoch", epoch, step)
+            writer.add_scalar("val/acc", acc, step)
+            if ensemble and epoch + 1 in ensemble:
+                writer.add_scalar("ensemble/val_acc", ensemble[epoch + 1], step)
+    return run
+
+
+@pytest.fixture
+def two_runs(tmp_path):
+    sweep = tmp_path / "multirun"
+    _fake_run(sweep, "0", {"schedule": {"_target_": "lightning_clr.schedules.SGDR"}}, ["+schedule=sgdr"],
+              [0.5, 0.8, 0.92, 0.9], (0.01, 0.1), ensemble={3: 0.93, 4: 0.95})
+    _fake_run(sweep, "1", {"data": {"batch_size": 8}}, ["seed=1", "hydra.run.dir=x"], [0.4, 0.6, 0.7],
+              (0.02, 0.3))
+    return sweep
+
+
+def test_rows_hold_the_logged_numbers(two_runs):
+    sgdr, constant = (load_run(d) for d in find_log_dirs([two_runs]))
+    assert (sgdr.label, sgdr.schedule, sgdr.base_lr, sgdr.max_lr) == ("+schedule=sgdr", "SGDR", 0.01, 0.1)
+    assert (constant.label, constant.schedule) == ("seed=1", "Constant")  # no schedule node: the default
+    assert [e for e, _ in sgdr.val_acc] == [1, 2, 3, 4]
+    row = summarize(sgdr, target=0.9)
+    assert row["best"] == pytest.approx(0.92) and row["best_epoch"] == 3
+    assert row["final"] == pytest.approx(0.9) and row["to_target"] == 3
+    assert row["ensemble"] == pytest.approx(0.95)
+    row = summarize(constant, target=0.9)
+    assert row["to_target"] is None and row["ensemble"] is None and row["epochs"] == 3
+    assert summarize(constant, target=0.55)["to_target"] == 2
+
+
+def test_bounds_of_a_run_without_range_test_come_from_its_config(tmp_path):
+    run = _fake_run(tmp_path, "clr", {"finder": {"bounds": [0.001, 0.006]}}, ["+recipe=clr_cifar10"], [0.5, 0.6],
+                    (1.0, 2.0))
+    (run / "tensorboard" / "version_0" / "hparams.yaml").unlink()  # explicit bounds: nothing was logged
+    loaded = load_run(run / "tensorboard" / "version_0")
+    assert (loaded.base_lr, loaded.max_lr) == (0.001, 0.006)
+    assert loaded.label == "clr"  # the recipe override is not a label; the folder name is
+
+
+def test_table_and_png(two_runs, tmp_path):
+    png = tmp_path / "out" / "cmp.png"
+    table = compare([two_runs], target=0.9, png=png)
+    lines = table.splitlines()
+    assert lines[0] == ("| run | schedule | base_lr | max_lr | best val/acc (epoch) | final val/acc | epochs to 0.9 "
+                        "| best ensemble/val_acc |")
+    assert lines[2] == "| +schedule=sgdr | SGDR | 0.01 | 0.1 | 0.9200 (3) | 0.9000 | 3 | 0.9500 |"
+    assert lines[3] == "| seed=1 | Constant | 0.02 | 0.3 | 0.7000 (3) | 0.7000 | not in 3 | - |"
+    assert png.read_bytes()[:8] == PNG_MAGIC
+    assert matplotlib.image.imread(png).shape == (450, 1200, 4)  # two panels side by side, 12 x 4.5 in at 100 dpi
+
+
+def test_cli(two_runs, tmp_path, capsys):
+    png = tmp_path / "cli.png"
+    assert main([str(two_runs / "0"), str(two_runs / "1"), "--target", "0.75", "--png", str(png)]) == 0
+    out = capsys.readouterr().out
+    assert "| +schedule=sgdr | SGDR | 0.01 | 0.1 | 0.9200 (3) | 0.9000 | 2 |" in out
+    assert f"PNG: {png.resolve()}" in out and png.read_bytes()[:8] == PNG_MAGIC
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(tmp_path / "missing")])
+    assert exit_info.value.code == 2
+    assert "run folder" in capsys.readouterr().err
+
+
+def test_hydra_callback_compares_the_sweep(two_runs, capsys):
+    CompareRuns(target=0.9).on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(two_runs)}}}))
+    out = capsys.readouterr().out
+    assert "| seed=1 | Constant |" in out
+    assert (two_runs / "compare.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_a_real_run_with_snapshots(tmp_path):
+    out = tmp_path / "run"
+    overrides = [*SMALL, "model=mlp", "+schedule=sgdr", "schedule.cycle_epochs=0.5", "+callbacks=snapshot"]
+    metrics = train(compose_config(overrides, out))
+    (log_dir,) = find_log_dirs([out])
+    run = load_run(log_dir)
+    assert [e for e, _ in run.val_acc] == [1, 2]
+    assert run.val_acc[-1][1] == pytest.approx(metrics["val/acc"], abs=1e-6)
+    # SGDR cycles of 8 and 16 steps end at steps 8 and 24: two snapshots before the 2nd validation
+    assert [e for e, _ in run.ensemble_acc] == [2]
+    assert run.ensemble_acc[-1][1] == pytest.approx(metrics["ensemble/val_acc"], abs=1e-6)
+    assert run.base_lr is not None and run.base_lr < run.max_lr
+    assert sorted(p.name for p in (log_dir / "checkpoints" / "snapshots").iterdir()) == ["cycle_1.pt", "cycle_2.pt"]
+    events = EventAccumulator(str(log_dir), size_guidance={"scalars": 0})
+    events.Reload()
+    assert [e.step for e in events.Scalars("flatness/sigma_0.1")] == [8, 24]  # probed with the snapshots
+    png = tmp_path / "real.png"
+    table = compare([out], target=0.5, png=png)  # no .hydra folder: named by its log folder
+    assert f"| version_0 | ? | {run.base_lr:.3g} | {run.max_lr:.3g} |" in table
+    assert matplotlib.image.imread(png).shape == (450, 1200, 4)
