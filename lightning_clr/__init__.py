@@ -1,16 +1,22 @@
 """lightning-clr: LR range test and cyclical learning rates for PyTorch Lightning."""
 
 from lightning_clr import schedules, selection
+from lightning_clr.ensemble import SnapshotEnsemble, load_ensemble
+from lightning_clr.flatness import FlatnessProbe, measure_flatness
 from lightning_clr.logging import GeneralizationGap, plot_range_test
 from lightning_clr.range_test import LRRangeTest, RangeTestError, RangeTestResult
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "FlatnessProbe",
     "GeneralizationGap",
     "LRRangeTest",
     "RangeTestError",
     "RangeTestResult",
+    "SnapshotEnsemble",
+    "load_ensemble",
+    "measure_flatness",
     "plot_range_test",
     "schedules",
     "selection",

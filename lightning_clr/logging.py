@@ -5,7 +5,8 @@ Tags written (TensorBoard):
 - ``range_test/loss``, ``range_test/loss_raw``, ``range_test/lr``: the sweep, one point per
   sweep step (the step axis is the sweep step).
 - ``range_test/curve``: a figure of loss vs. LR with ``base_lr`` and ``max_lr`` marked.
-- hparams ``range_test/base_lr``, ``range_test/max_lr``.
+- hparams ``range_test/base_lr``, ``range_test/max_lr``, and ``range_test/fallback`` (why)
+  when the curve could not be read and a documented fallback chose the bounds.
 - ``gap/loss`` (``val/loss - train/loss_epoch``) and ``gap/acc`` (``val/acc - train/acc``),
   once per epoch, from :class:`GeneralizationGap`.
 """
@@ -74,7 +75,9 @@ def log_range_test(trainer: L.Trainer, result: RangeTestResult) -> None:
     """Write the sweep, the figure and the bounds to every logger of ``trainer`` (rank zero)."""
     if not trainer.loggers:
         return
-    bounds = {"range_test/base_lr": result.base_lr, "range_test/max_lr": result.max_lr}
+    bounds: dict[str, Any] = {"range_test/base_lr": result.base_lr, "range_test/max_lr": result.max_lr}
+    if result.fallback:  # the curve could not be read: say so next to the bounds
+        bounds["range_test/fallback"] = result.fallback
     for logger in trainer.loggers:
         for i, (lr, loss, raw) in enumerate(zip(result.lrs, result.losses, result.raw_losses)):
             logger.log_metrics({"range_test/lr": lr, "range_test/loss": loss, "range_test/loss_raw": raw}, step=i)

@@ -19,6 +19,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.fabric.utilities.data import _set_sampler_epoch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.trainer.connectors.logger_connector.result import _ResultCollection
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
@@ -52,12 +53,15 @@ class RangeTestResult:
         max_lr: the selected upper bound (first param group).
         rule: the selection rule that chose the bounds.
         stop_reason: why the sweep ended: ``"completed"``, ``"diverged"``,
-            ``"non-finite loss"``, or ``"explicit bounds"`` when no sweep ran.
+            ``"non-finite loss"``, ``"too many skipped steps"``, or ``"explicit bounds"``
+            when no sweep ran.
         fallback: ``None`` if the rule read the bounds off the curve, else why a
             documented fallback was used.
         group_ratios: each param group's LR divided by the first group's; the
             schedule keeps these ratios.
-        skipped_steps: optimizer steps skipped by a gradient scaler (not recorded).
+        skipped_steps: sweep steps not recorded: the gradient scaler skipped the update
+            (inf/NaN gradients, e.g. with ``precision="16-mixed"``) or ``training_step``
+            returned ``None``. The same LR is tried again on the next batch.
     """
 
     lrs: list[float]
@@ -108,12 +112,19 @@ class LRRangeTest(Callback):
             its lowest value. ``None`` never stops early (non-finite losses still stop).
         rule: bound-selection rule, one of :data:`lightning_clr.selection.RULES`.
         bounds: ``(base_lr, max_lr)`` to use instead of running the sweep.
+        enabled: ``False`` says that no range test may run: ``bounds`` are then required.
         replace_scheduler: a scheduler returned by ``configure_optimizers`` is
             replaced (with a warning) when ``True``; when ``False`` its presence is an error.
         progress_bar: show a progress bar of the sweep (when the Trainer shows one).
 
     Raises:
         ValueError: for a setting out of range; the message names the value and the fix.
+
+    On ``fit(ckpt_path=...)`` the bounds come from the checkpoint (no new range test) and
+    Lightning restores the schedule's step, so the LR continues exactly where it stopped.
+    Before the sweep the schedule is built once against the Trainer's step counts, so a
+    schedule that cannot run (e.g. ``OneCycle`` without ``max_epochs``/``max_steps``)
+    fails before any training.
 
     Example::
 
@@ -129,16 +140,17 @@ class LRRangeTest(Callback):
     def __init__(
         self,
         schedule: _schedules.Schedule | None = None,
-        min_lr: float = 1e-5,
-        max_lr: float = 10.0,
+        min_lr: float = 1e-3,
+        max_lr: float = 1.0,
         num_steps: int = 100,
         mode: str = "exponential",
-        smoothing: float = 0.9,
+        smoothing: float = 0.5,
         divergence_threshold: float | None = 4.0,
         rule: str = "smith",
         bounds: tuple[float, float] | None = None,
         replace_scheduler: bool = True,
         progress_bar: bool = True,
+        enabled: bool = True,
     ) -> None:
         if mode not in SWEEP_MODES:
             raise ValueError(f"mode must be one of {SWEEP_MODES}, got {mode!r}")
@@ -149,7 +161,7 @@ class LRRangeTest(Callback):
         if num_steps < 10:
             raise ValueError(f"num_steps must be >= 10 to read a curve, got {num_steps}; 100 is a good default")
         if not 0 <= smoothing < 1:
-            raise ValueError(f"smoothing must be in [0, 1), got {smoothing}; 0.9 is a good default")
+            raise ValueError(f"smoothing must be in [0, 1), got {smoothing}; 0.5 is the default")
         if divergence_threshold is not None and not divergence_threshold > 1:
             raise ValueError(f"divergence_threshold must be > 1 (or None), got {divergence_threshold}")
         if rule not in RULES:
@@ -159,6 +171,10 @@ class LRRangeTest(Callback):
             if not 0 < base <= top:
                 raise ValueError(f"bounds must satisfy 0 < base_lr <= max_lr, got base_lr={base}, max_lr={top}")
             bounds = (base, top)
+        if not enabled and bounds is None:
+            raise ValueError(
+                "enabled=False skips the range test and needs bounds=(base_lr, max_lr); pass them or set enabled=True"
+            )
         if schedule is not None and not isinstance(schedule, _schedules.Schedule):
             raise TypeError(f"schedule must be a lightning_clr.schedules spec, got {type(schedule).__name__}")
         self._schedule = schedule if schedule is not None else _schedules.Constant()
@@ -169,10 +185,17 @@ class LRRangeTest(Callback):
         self.result: RangeTestResult | None = None
         self.scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
         self._restored = False
+        self._total_steps: int | None = None
+        self._checkpoint_plan: dict[str, Any] = {}
 
     @property
     def schedule(self) -> _schedules.Schedule:
         return self._schedule
+
+    @property
+    def restored(self) -> bool:
+        """Whether this fit took its bounds from a checkpoint instead of running the range test."""
+        return self._restored
 
     # ------------------------------------------------------------------ hooks
 
@@ -195,8 +218,16 @@ class LRRangeTest(Callback):
                 "remove that scheduler or set replace_scheduler=True to let LRRangeTest install its schedule."
             )
         ratios = self._group_ratios(optimizer)
+        per_epoch, total = self._step_counts(trainer)
+        restored = self._restored and self.result is not None
+        bounds = (self.result.base_lr, self.result.max_lr) if restored else self._bounds
+        # build the schedule once now, so that a schedule that cannot run fails before the sweep
+        problem = self._try_build(optimizer, ratios, bounds or (self._min_lr, self._max_lr), per_epoch, total)
+        if problem is not None:
+            raise MisconfigurationException(f"LRRangeTest: {problem}")
 
-        if self._restored and self.result is not None:
+        if restored:
+            self._check_resume(optimizer, ratios, per_epoch, total)
             rank_zero_info(
                 f"LRRangeTest: resuming with base_lr={self.result.base_lr:.4g}, max_lr={self.result.max_lr:.4g} "
                 "from the checkpoint (no new range test)."
@@ -210,14 +241,78 @@ class LRRangeTest(Callback):
         self._install(trainer, optimizer, self.result)
 
     @override
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage == "fit":  # a checkpoint's state, if any, is loaded after this hook
+            self._restored = False
+
+    @override
     def state_dict(self) -> dict[str, Any]:
-        return {"result": self.result.to_dict()} if self.result is not None else {}
+        if self.result is None:
+            return {}
+        # plain numbers and strings only: the checkpoint loads with torch.load(weights_only=True)
+        plan = {"schedule": _describe(self._schedule), "total_steps": self._total_steps}
+        return {"result": self.result.to_dict(), **plan}
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if "result" in state_dict:
             self.result = RangeTestResult.from_dict(state_dict["result"])
+            self._checkpoint_plan = {k: state_dict[k] for k in ("schedule", "total_steps") if k in state_dict}
             self._restored = True
+
+    # ------------------------------------------------------------------ resume
+
+    def _try_build(
+        self,
+        optimizer: torch.optim.Optimizer,
+        ratios: list[float],
+        bounds: tuple[float, float],
+        per_epoch: int,
+        total: int | None,
+    ) -> str | None:
+        """Build the schedule on ``optimizer`` and undo it; the spec's complaint, or ``None`` if it builds."""
+        saved = [dict(group) for group in optimizer.param_groups]
+        try:
+            self._schedule.build(
+                optimizer, [bounds[0] * r for r in ratios], [bounds[1] * r for r in ratios],
+                steps_per_epoch=per_epoch, total_steps=total,
+            )
+        except ValueError as err:
+            return str(err)
+        finally:
+            for group, before in zip(optimizer.param_groups, saved):
+                group.clear()
+                group.update(before)
+        return None
+
+    def _check_resume(
+        self, optimizer: torch.optim.Optimizer, ratios: list[float], per_epoch: int, total: int | None
+    ) -> None:
+        """Refuse a resume whose schedule would not continue the checkpoint's exactly."""
+        name = type(self._schedule).__name__
+        saved = self._checkpoint_plan.get("schedule")
+        if saved is not None and saved != _describe(self._schedule):
+            was = f"{saved['spec']}({', '.join(f'{k}={v!r}' for k, v in saved.items() if k != 'spec')})"
+            raise MisconfigurationException(
+                f"LRRangeTest: the checkpoint trained with {was} but this run configures {self._schedule!r}; "
+                "the checkpoint's scheduler state would silently win. Resume with the checkpoint's schedule "
+                "settings, or start a new run without ckpt_path."
+            )
+        assert self.result is not None
+        trained = (self.result.base_lr, self.result.max_lr)
+        if self._bounds is not None and self._bounds != trained:
+            raise MisconfigurationException(
+                f"LRRangeTest: the checkpoint trained between base_lr={trained[0]:g} and max_lr={trained[1]:g} but "
+                f"this run asks for bounds={self._bounds}; resume without bounds (or with the same ones), "
+                "or start a new run without ckpt_path."
+            )
+        planned = self._checkpoint_plan.get("total_steps", total)
+        if planned != total and self._try_build(optimizer, ratios, (1.0, 2.0), per_epoch, None) is not None:
+            raise MisconfigurationException(
+                f"LRRangeTest: {name} spans the whole run, which the checkpoint planned as {planned} optimizer "
+                f"steps, but this run has {total}; resume with the same trainer.max_epochs / max_steps, "
+                "or start a new run without ckpt_path."
+            )
 
     # ------------------------------------------------------------------ sweep
 
@@ -257,6 +352,12 @@ class LRRangeTest(Callback):
             pl_module._current_fx_name = fx_name
             snapshot.restore(pl_module, [optimizer], old_schedulers, scaler)
 
+        if not lrs and stop == "too many skipped steps":
+            raise RangeTestError(
+                f"all {skipped} range-test steps were skipped: training_step returned None, or the gradient scaler "
+                "found inf/NaN gradients at every step. Return the loss from training_step, or train with "
+                "precision='bf16-mixed', which needs no scaler."
+            )
         if not lrs:
             raise RangeTestError(
                 f"the loss was not finite at the first range-test step (lr={self._min_lr:g}): the model or the data "
@@ -301,7 +402,7 @@ class LRRangeTest(Callback):
             # a persistent-worker loader hands out one shared iterator; the epoch's own must stay untouched
             private = isinstance(loader, DataLoader) and loader.persistent_workers and loader.num_workers > 0
             make = (lambda: loader._get_iterator()) if private else (lambda: iter(loader))  # noqa: E731
-        index = 0
+        index, passes = 0, 0
         while True:
             empty = True
             for batch in make():
@@ -310,6 +411,11 @@ class LRRangeTest(Callback):
                 index += 1
             if empty:
                 raise MisconfigurationException("LRRangeTest: the train dataloader yielded no batch.")
+            # a distributed sampler deals the same order until told the epoch: reshuffle each pass, as a
+            # single process's random sampler does (the fit loop sets the real epoch before every epoch)
+            passes += 1
+            for each in loaders:
+                _set_sampler_epoch(each, passes)
 
     def _sweep(
         self,
@@ -339,6 +445,7 @@ class LRRangeTest(Callback):
             for group, ratio in zip(optimizer.param_groups, ratios):
                 group["lr"] = lr * ratio
             micro = [next(batches) for _ in range(accumulate)]
+            first: list[torch.Tensor | None] = []  # the loss before the update, as optimizer.step(closure) returns it
 
             def closure() -> torch.Tensor | None:
                 optimizer.zero_grad(set_to_none=True)
@@ -354,19 +461,28 @@ class LRRangeTest(Callback):
                         strategy.backward(loss / len(micro), optimizer)
                     total = loss.detach() if total is None else total + loss.detach()
                     count += 1
-                return None if total is None else total / count
+                result = None if total is None else total / count
+                if not first:
+                    first.append(result)
+                return result
 
             scale = scaler.get_scale() if scaler is not None else None
-            loss = strategy.optimizer_step(optimizer, closure)
-            # a gradient-scaler overflow (the scale backs off) or a skipped training_step is no point on the curve
-            if loss is None or (scaler is not None and scaler.get_scale() < scale):
+            # with a gradient scaler Lightning returns the optimizer's step output (None), not the loss
+            strategy.optimizer_step(optimizer, closure)
+            loss = first[0] if first else None
+            # decided alike on every rank, so that the reduce below runs on all of them or on none
+            skip = strategy.reduce_boolean_decision(loss is None, all=False)
+            value = math.nan if skip else float(strategy.reduce(loss.detach().float(), reduce_op="mean"))
+            finite = math.isfinite(value)
+            # a scaler that backed off found inf/NaN gradients and skipped the update: no point on the
+            # curve and no stop (a non-finite loss itself still stops the sweep)
+            skip = skip or (finite and scaler is not None and scaler.get_scale() < scale)
+            if skip:
                 skipped += 1
                 if skipped > self._num_steps:
                     stop = "too many skipped steps"
                     break
                 continue
-            value = float(strategy.reduce(loss.detach().float(), reduce_op="mean"))
-            finite = math.isfinite(value)
             if finite:
                 avg = self._beta * avg + (1 - self._beta) * value
                 smoothed = avg / (1 - self._beta ** (len(lrs) + 1))
@@ -396,6 +512,12 @@ class LRRangeTest(Callback):
             )
         return max(1, math.ceil(int(batches) / trainer.accumulate_grad_batches))
 
+    def _step_counts(self, trainer: L.Trainer) -> tuple[int, int | None]:
+        """``(steps_per_epoch, total_steps)``; ``total_steps`` is ``None`` for a run without an end."""
+        trainer.fit_loop.setup_data()  # no-op once done; estimated_stepping_batches skips it for endless runs
+        total = trainer.estimated_stepping_batches
+        return self.steps_per_epoch(trainer), int(total) if math.isfinite(total) else None
+
     def _install(self, trainer: L.Trainer, optimizer: torch.optim.Optimizer, result: RangeTestResult) -> None:
         if trainer.lr_scheduler_configs:
             names = ", ".join(type(c.scheduler).__name__ for c in trainer.lr_scheduler_configs)
@@ -403,18 +525,23 @@ class LRRangeTest(Callback):
                 f"LRRangeTest: replacing the scheduler from configure_optimizers ({names}) with "
                 f"{type(self._schedule).__name__} between the found bounds."
             )
-        total = trainer.estimated_stepping_batches
-        per_epoch = self.steps_per_epoch(trainer)
+        per_epoch, total = self._step_counts(trainer)
         ratios = result.group_ratios
         self.scheduler = self._schedule.build(
             optimizer,
             [result.base_lr * r for r in ratios],
             [result.max_lr * r for r in ratios],
             steps_per_epoch=per_epoch,
-            total_steps=int(total) if math.isfinite(total) else None,
+            total_steps=total,
         )
+        self._total_steps = total
         trainer.strategy.lr_scheduler_configs = [LRSchedulerConfig(self.scheduler, interval="step", name="lr")]
         rank_zero_info(
             f"LRRangeTest: {type(self._schedule).__name__} between base_lr={result.base_lr:.4g} and "
             f"max_lr={result.max_lr:.4g} ({per_epoch} steps per epoch, rule={result.rule}, {result.stop_reason})."
         )
+
+
+def _describe(spec: _schedules.Schedule) -> dict[str, Any]:
+    """A schedule spec as plain data: its class name and its fields."""
+    return {"spec": type(spec).__name__, **asdict(spec)}

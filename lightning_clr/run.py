@@ -11,13 +11,22 @@ Usage::
 from __future__ import annotations
 
 import importlib.util
+import os
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import hydra
 import lightning as L
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig
+
+from lightning_clr.config import COMPOSE_ERRORS, ConfigError, checkpoint_path, one_line, register, split_schedule
+from lightning_clr.range_test import RangeTestError
+
+register()  # the finder and schedule schemas must be in Hydra's ConfigStore before @hydra.main composes
 
 
 def config_dir() -> str:
@@ -28,25 +37,51 @@ def config_dir() -> str:
     return str((Path(__file__).resolve().parents[1] / "conf"))
 
 
+def _make(key: str, node: Any, **kwargs: Any) -> Any:
+    """``instantiate(node, **kwargs)``; a constructor's complaint becomes a one-line ``ConfigError``."""
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as err:
+        raise ConfigError(f"{key}: {one_line(err.__cause__ or err)}") from err
+
+
 def build(cfg: DictConfig) -> tuple[L.Trainer, L.LightningModule, L.LightningDataModule, Any]:
-    """Instantiate data, model, finder, callbacks, logger and trainer from a composed config."""
-    datamodule = instantiate(cfg.data)
+    """Instantiate data, model, finder, callbacks, logger and trainer from a composed config.
+
+    Every constructor validates its arguments, so a bad value fails here, before any
+    data is generated or any file is written.
+
+    Raises:
+        ConfigError: a value no constructor accepts; the message is one line.
+    """
+    schedule_node, bounds = split_schedule(cfg)
+    datamodule = _make("data", cfg.data)
     shapes = {"input_length": datamodule.input_length, "num_classes": datamodule.num_classes}
-    model = instantiate(cfg.model, net=shapes, num_classes=datamodule.num_classes)
-    schedule = instantiate(cfg.schedule) if cfg.get("schedule") is not None else None
-    finder = instantiate(cfg.finder, _partial_=True)(schedule=schedule)  # a live spec, not merged into the config
-    callbacks = [finder] + [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
-    logger = instantiate(cfg.logger) if cfg.get("logger") is not None else False
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
+    model = _make("model", cfg.model, net=shapes, num_classes=datamodule.num_classes)
+    schedule = _make("schedule", schedule_node) if schedule_node is not None else None
+    try:  # a live spec, not merged into the config
+        finder = _make("finder", cfg.finder, _partial_=True)(schedule=schedule, bounds=bounds)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"finder: {err}") from err
+    extra = {k: c for k, c in (cfg.get("callbacks") or {}).items() if c is not None}
+    callbacks = [finder] + [_make(f"callbacks.{k}", c) for k, c in extra.items()]
+    logger = _make("logger", cfg.logger) if cfg.get("logger") is not None else False
+    trainer = _make("trainer", cfg.trainer, callbacks=callbacks, logger=logger)
     return trainer, model, datamodule, finder
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
-    """Fit the configured model; returns the final callback metrics as floats."""
+    """Fit the configured model; returns the final callback metrics as floats.
+
+    ``cfg.ckpt_path`` (``+ckpt_path=...``) resumes a run: weights, optimizer, the
+    schedule's step and the range-test bounds come from the checkpoint, which is loaded
+    with ``torch.load(weights_only=True)``.
+    """
+    ckpt_path = checkpoint_path(cfg)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
     trainer, model, datamodule, finder = build(cfg)
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     if trainer.is_global_zero:
         _report(trainer, finder, metrics)
@@ -58,8 +93,9 @@ def _report(trainer: L.Trainer, finder: Any, metrics: dict[str, float]) -> None:
     lines = [""]
     if result is not None:
         lines.append(
-            f"bounds: base_lr={result.base_lr:.4g} max_lr={result.max_lr:.4g} "
-            f"(rule={result.rule}, {len(result.lrs)} sweep steps, {result.stop_reason})"
+            f"bounds: base_lr={result.base_lr:.4g} max_lr={result.max_lr:.4g} (rule={result.rule}, "
+            + ("restored from the checkpoint, no range test)" if finder.restored
+               else f"{len(result.lrs)} sweep steps, {result.stop_reason})")
         )
         if result.fallback:
             lines.append(f"fallback: {result.fallback}")
@@ -70,11 +106,51 @@ def _report(trainer: L.Trainer, finder: Any, metrics: dict[str, float]) -> None:
     print("\n".join(lines), flush=True)
 
 
+#: errors that mean "change the config", reported on one line: a bad value, a range test that
+#: cannot start (NaN loss at the first step), a schedule the Trainer cannot run
+USER_ERRORS = (ConfigError, RangeTestError, MisconfigurationException)
+_FULL_ERROR = "HYDRA_FULL_ERROR"
+_full_error_set_by_cli = False
+
+
+def _exit_with(err: BaseException) -> NoReturn:
+    print(f"error: {one_line(err)}", file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    metrics = train(cfg)
+    if _full_error_set_by_cli:  # composition is over: Hydra reports any other error its own way again
+        os.environ.pop(_FULL_ERROR, None)
+    try:
+        metrics = train(cfg)
+    except USER_ERRORS as err:
+        if os.environ.get(_FULL_ERROR) == "1":
+            raise
+        _exit_with(err)
     return metrics.get("val/acc")
 
 
+def cli() -> None:
+    """``python -m lightning_clr.run``: :func:`main`, with config errors on one line and exit status 2.
+
+    Hydra prints a composition error (unknown key, wrong type, no such option) over several
+    lines; here it is one line naming the key, the value and the fix. ``HYDRA_FULL_ERROR=1``
+    shows the full traceback instead.
+    """
+    global _full_error_set_by_cli
+    if os.environ.get(_FULL_ERROR) == "1":
+        main()
+        return
+    os.environ[_FULL_ERROR] = "1"  # lets Hydra's composition errors reach the handler below
+    _full_error_set_by_cli = True
+    try:
+        main()
+    except COMPOSE_ERRORS as err:
+        _exit_with(err)
+    finally:
+        os.environ.pop(_FULL_ERROR, None)
+
+
 if __name__ == "__main__":
-    main()
+    cli()

@@ -1,12 +1,19 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
 from lightning_clr.run import config_dir, train
+
+# The tests train tiny models: one thread each is many times faster than two threads
+# fighting over the two cores of a CI machine (subprocesses inherit the variable).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(1)
 
 # the smallest real run of the entry point: synthetic data, 2 epochs, a 60-step range test
 SMALL = ["data=synthetic", "trainer.max_epochs=2", "finder.num_steps=60", "finder.min_lr=1e-4",

@@ -1,0 +1,192 @@
+"""Structured configs and one-line config errors for the command line.
+
+Hydra checks every ``finder`` and ``schedule`` node against a schema registered here in
+its ``ConfigStore`` (group ``schema``; each ``conf/finder/*.yaml`` and
+``conf/schedule/*.yaml`` starts from one), so a misspelt key or a value of the wrong type
+is refused while the config is composed, before anything is built or written.
+The schemas are generated from the constructors themselves (``LRRangeTest.__init__``
+and the fields of each schedule spec), so config keys are constructor arguments and a
+default lives in one place only. Range checks stay where they are (``LRRangeTest``,
+each spec's ``__post_init__``) and run when :func:`lightning_clr.run.build` instantiates
+the nodes, still before any training.
+
+Two keys exist only on the command line: ``schedule.base_lr`` and ``schedule.max_lr``,
+explicit bounds that :func:`split_schedule` takes off the node (the specs hold only the
+shape of a schedule) and hands to the finder, which then skips the range test::
+
+    python -m lightning_clr.run +schedule=sgdr finder.enabled=false schedule.base_lr=0.01 schedule.max_lr=0.3
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import typing
+from pathlib import Path
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from hydra.errors import HydraException, MissingConfigException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+
+from lightning_clr import schedules
+from lightning_clr.range_test import LRRangeTest
+
+#: keys of a ``schedule`` node that are not arguments of the spec
+BOUND_KEYS = ("base_lr", "max_lr")
+#: errors raised while Hydra composes the config (unknown key, wrong type, no such option)
+COMPOSE_ERRORS: tuple[type[BaseException], ...] = (HydraException, OmegaConfBaseException)
+#: ``ckpt_path`` values that Lightning resolves itself rather than reading a file
+CKPT_KEYWORDS = ("last", "best", "hpc")
+
+
+class ConfigError(ValueError):
+    """A config value that cannot work; ``str()`` is one line naming the key, the value and the fix."""
+
+
+def _schema(name: str, target: str, fields: list[tuple[str, Any, Any]]) -> type:
+    """A dataclass with ``_target_`` and one field ``(name, type, default)`` per argument."""
+    specs = [("_target_", str, dataclasses.field(default=target))]
+    specs += [(key, kind, dataclasses.field(default=default)) for key, kind, default in fields]
+    schema = dataclasses.make_dataclass(name, specs)
+    schema.__module__ = __name__
+    return schema
+
+
+def spec_schema(spec: type[schedules.Schedule]) -> type:
+    """Schema of a schedule node: the spec's fields plus the optional explicit bounds.
+
+    Args:
+        spec: a schedule spec class, e.g. :class:`lightning_clr.schedules.SGDR`.
+
+    Returns:
+        A dataclass named ``<Spec>Conf`` for Hydra's ``ConfigStore``.
+    """
+    hints = typing.get_type_hints(spec)
+    fields = [(f.name, hints[f.name], f.default) for f in dataclasses.fields(spec)]
+    fields += [(key, float | None, None) for key in BOUND_KEYS]
+    return _schema(f"{spec.__name__}Conf", f"{spec.__module__}.{spec.__qualname__}", fields)
+
+
+def finder_schema() -> type:
+    """Schema of the ``finder`` node: the arguments of :class:`LRRangeTest` but ``schedule``."""
+    hints = typing.get_type_hints(LRRangeTest.__init__)
+    params = inspect.signature(LRRangeTest.__init__).parameters.values()
+    fields = [(p.name, hints[p.name], p.default) for p in params if p.name not in ("self", "schedule")]
+    return _schema("LRRangeTestConf", "lightning_clr.LRRangeTest", fields)
+
+
+def register() -> None:
+    """Store the schemas as ``schema/finder/default`` and ``schema/schedule/<name>`` (idempotent)."""
+    store = ConfigStore.instance()
+    store.store(group="schema/finder", name="default", node=finder_schema())
+    for name, spec in schedules.SCHEDULES.items():
+        store.store(group="schema/schedule", name=name, node=spec_schema(spec))
+
+
+def spec_node(node: DictConfig) -> DictConfig:
+    """A ``schedule`` node without ``base_lr``/``max_lr``: what the spec's constructor takes."""
+    return OmegaConf.masked_copy(node, [k for k in node if k not in BOUND_KEYS])
+
+
+def split_schedule(cfg: DictConfig) -> tuple[DictConfig | None, tuple[float, float] | None]:
+    """The ``schedule`` node without the bound keys, and the bounds the finder should use.
+
+    Args:
+        cfg: the composed config.
+
+    Returns:
+        ``(node, bounds)``: the node to instantiate (``None`` without ``+schedule``) and
+        ``(base_lr, max_lr)`` from ``schedule.base_lr``/``max_lr`` or ``finder.bounds``,
+        or ``None`` when the range test should find them.
+
+    Raises:
+        ConfigError: only one of the two bounds is set, bounds are given twice, or
+            ``finder.enabled=false`` comes without bounds.
+    """
+    node = cfg.get("schedule")
+    given: dict[str, float] = {}
+    if node is not None:
+        given = {k: node[k] for k in BOUND_KEYS if node.get(k) is not None}
+        node = spec_node(node)
+    finder = cfg.finder
+    if len(given) == 1:
+        (key, value), missing = next(iter(given.items())), next(k for k in BOUND_KEYS if k not in given)
+        raise ConfigError(f"schedule.{key}={value} needs schedule.{missing} too; give both bounds or neither")
+    bounds = (given["base_lr"], given["max_lr"]) if given else None
+    if bounds is not None and finder.get("bounds") is not None:
+        raise ConfigError(
+            f"finder.bounds={list(finder.bounds)} and schedule.base_lr/max_lr={list(bounds)} both set bounds; "
+            "keep one of them"
+        )
+    if bounds is None and finder.get("bounds") is not None:
+        bounds = tuple(finder.bounds)
+    if not finder.get("enabled", True) and bounds is None:
+        raise ConfigError(
+            "finder.enabled=false skips the range test but no bounds are given; add "
+            "schedule.base_lr=... schedule.max_lr=... (with +schedule=NAME), or drop finder.enabled=false"
+        )
+    return node, bounds
+
+
+def one_line(err: BaseException) -> str:
+    """A config error as one line: what Hydra, OmegaConf or a constructor said, without diagnostics.
+
+    Hydra's composition errors carry the offending override in their own message and the
+    key in the OmegaConf error they wrap; instantiation errors wrap the constructor's
+    ``ValueError``, whose message names the argument, the value and the fix.
+
+    Args:
+        err: the exception to report.
+
+    Example::
+
+        error: schedule=cyclic: no such option; choose one of constant, cosine, exp_decay, ...
+    """
+    if isinstance(err, MissingConfigException) and err.missing_cfg_file and err.options:
+        group, _, wanted = err.missing_cfg_file.rpartition("/")
+        return f"{group}={wanted}: no such option; choose one of {', '.join(sorted(err.options))}"
+    cause = err.__cause__
+    if isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and cause.full_key:
+        parent = getattr(cause, "parent_node", None)
+        known = [str(k) for k in parent.keys() if k not in ("_target_", "hydra")] if parent is not None else []
+        line = f"{cause.full_key}: unknown key; check the spelling"
+        line += f", known: {', '.join(known)}" if known else ""
+        hint = next((s for s in str(err).splitlines() if s.startswith("To append to your config use +")), None)
+        if hint and not dataclasses.is_dataclass(cause.object_type):  # a plain node may take unlisted arguments
+            line += f"; to pass an argument it does not list, use {hint.rsplit(' ', 1)[-1]}"
+        return line
+    if isinstance(cause, OmegaConfBaseException):
+        return f"{_text(err)}: {_text(cause)}"
+    return _text(err)
+
+
+def _text(err: BaseException) -> str:
+    """The message of ``err`` on one line, without OmegaConf's ``full_key:``/``object_type=`` lines."""
+    message = err.msg if isinstance(err, OmegaConfBaseException) and getattr(err, "msg", None) else str(err)
+    skip = ("full_key:", "object_type=", "reference_type=", "Set the environment variable HYDRA_FULL_ERROR")
+    lines = [line.strip() for line in str(message).splitlines()]
+    return " ".join(line for line in lines if line and not line.startswith(skip))
+
+
+
+
+def checkpoint_path(cfg: DictConfig) -> str | None:
+    """``cfg.ckpt_path`` (``ckpt_path=...`` or ``+ckpt_path=...`` on the command line), checked to exist.
+
+    Args:
+        cfg: the composed config.
+
+    Raises:
+        ConfigError: the file does not exist.
+    """
+    path = cfg.get("ckpt_path")
+    if path is None or str(path) in CKPT_KEYWORDS or str(path).startswith("registry"):
+        return path
+    if not Path(path).is_file():
+        raise ConfigError(
+            f"ckpt_path={path}: no such file; pass a checkpoint of an earlier run, "
+            "e.g. +ckpt_path=outputs/<date>/<time>/checkpoints/last.ckpt"
+        )
+    return str(path)
