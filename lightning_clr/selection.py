@@ -100,7 +100,7 @@ def smith(
     losses: ArrayLike,
     *,
     start_frac: float = 0.1,
-    stop_frac: float = 0.9,
+    stop_frac: float = 0.5,
     div: float = 4.0,
     smooth: float = 0.1,
     flat_tol: float = 0.02,
@@ -110,15 +110,14 @@ def smith(
 
     Smith (2017), arXiv:1506.01186, section 3.3. On the smoothed curve let ``top`` be the
     highest point before the minimum and ``fall = top - min``; the rule reads the
-    ``start_frac``-``stop_frac`` span of the fall (a 10%-90% "fall time"):
+    ``start_frac``-``stop_frac`` span of the fall (by default 10%-50%, see ``stop_frac``):
 
     - ``base_lr``: the LR after which the loss stays below ``top - start_frac * fall``
       until the minimum (last downward crossing, so a noise dip in the flat head cannot
       trigger it early);
     - ``max_lr``: the first LR after that at which the loss reaches
-      ``min + (1 - stop_frac) * fall``: the descent is essentially over, so the bound sits
-      below the minimum, where the loss is still falling steadily, rather than on the brink
-      of divergence.
+      ``min + (1 - stop_frac) * fall``, so the bound sits below the minimum, where the loss
+      is still falling steadily, rather than on the brink of divergence.
 
     Crossings are interpolated linearly between points, and each level keeps at least 4
     noise sd from its extreme. If the loss is already falling at the first LR (over the
@@ -130,7 +129,10 @@ def smith(
         lrs: Learning rates of the sweep, increasing, exponential or linear spacing.
         losses: Smoothed loss at each LR; NaN/inf ends the curve.
         start_frac: Fraction of the fall that marks where the loss starts to fall.
-        stop_frac: Fraction of the fall after which the loss has stopped falling.
+        stop_frac: Fraction of the fall after which the loss has stopped falling. A short
+            sweep lags behind its LR (the loss falls a few steps after the LR that makes it
+            fall), so the default 0.5, not 0.9, is where one-epoch sweeps trained best
+            (``benchmarks/tune.py``).
         div: Ratio ``max_lr / base_lr`` whenever the base falls back to Smith's rule.
         smooth: Width of the smoothing kernel in decades of LR (0 keeps the minimum of
             4 neighbours).

@@ -120,7 +120,7 @@ TORCH_CASES = [
         id="sgdr-mult2",
     ),
     pytest.param(
-        OneCycle(),
+        OneCycle(pct_start=0.3),  # torch's default
         lambda o: OneCycleLR(o, max_lr=MAX, total_steps=TOTAL, div_factor=MAX / BASE),
         id="one_cycle",
     ),
@@ -184,7 +184,7 @@ class TestMatchesTorch:
 
     def test_one_cycle_cycles_adam_beta1(self):
         ours_opt, ref_opt = make_optimizer(kind="adam"), make_optimizer(kind="adam")
-        ours = record(ours_opt, build(OneCycle(), ours_opt), TOTAL)
+        ours = record(ours_opt, build(OneCycle(pct_start=0.3), ours_opt), TOTAL)
         ref = record(ref_opt, OneCycleLR(ref_opt, max_lr=MAX, total_steps=TOTAL, div_factor=MAX / BASE), TOTAL)
         assert_close(ours[0], ref[0])
         assert_close(ours[1], ref[1])
@@ -496,7 +496,7 @@ class TestValidation:
         with pytest.raises(ValueError, match=r"SGDR: the first cycle is 0\.5 optimizer steps"):
             _build_error(SGDR(cycle_epochs=0.5), spe=1)()
         with pytest.raises(ValueError, match=r"pct_start=0\.3 x total_steps=3 leaves no warm-up"):
-            _build_error(OneCycle(), total=3)()
+            _build_error(OneCycle(pct_start=0.3), total=3)()
         with pytest.raises(ValueError, match=r"total_steps must be an integer >= 1 or None, got 0"):
             _build_error(Triangular(), total=0)()
 

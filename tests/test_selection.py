@@ -59,14 +59,16 @@ def assert_valid(b: Bounds, lrs, n_valid=None):
 
 
 # Where each rule should land on the main curve (base_lr, max_lr):
-#   smith: 10% and 90% of the fall; steepest: the logistic's centre and 90%;
+#   smith: 10% and 50% of the fall (its default stop_frac); steepest: the logistic's centre and 90%;
 #   valley: the valley is the 5%..95% span 1e-4..1e-1, two-thirds down it is 1e-2,
 #   base = 1e-2 / 4, max = the valley's end.
 EXPECTED = {
-    "smith": (done(0.1), done(0.9)),
+    "smith": (done(0.1), done(0.5)),
     "steepest": (10**-2.5, done(0.9)),
     "valley": (1e-2 / 4, END),
 }
+# options that put every rule's max_lr where 90% of the fall is done (smith's default is 50%)
+AT_90 = {"smith": {"stop_frac": 0.9}}
 
 
 class TestKnownCurve:
@@ -80,7 +82,7 @@ class TestKnownCurve:
         assert_valid(b, EXP)
 
     def test_smith_base_at_start_of_descent_and_max_where_it_stops(self):
-        b = smith(EXP, sigmoid_curve(EXP))
+        b = smith(EXP, sigmoid_curve(EXP), stop_frac=0.9)
         assert START / 3 <= b.base_lr <= START * 3
         assert END / 3 <= b.max_lr <= END
 
@@ -237,7 +239,7 @@ class TestFallbacks:
     @pytest.mark.parametrize("rule", ALL_RULES)
     def test_sweep_starting_mid_descent_falls_back_to_max_over_4(self, rule):
         lrs = np.logspace(-2.3, 1, 150)  # starts past the steepest point 10**-2.5
-        b = select_bounds(lrs, sigmoid_curve(lrs), rule)
+        b = select_bounds(lrs, sigmoid_curve(lrs), rule, **AT_90.get(rule, {}))
         assert b.fallback is not None
         assert b.base_lr == pytest.approx(b.max_lr / 4)
         assert_valid(b, lrs)
@@ -245,7 +247,7 @@ class TestFallbacks:
     @pytest.mark.parametrize("rule", ALL_RULES)
     def test_sweep_ending_mid_descent_reads_within_the_sweep(self, rule):
         lrs = np.logspace(-6, -2, 150)  # stops before the loss stops falling
-        b = select_bounds(lrs, sigmoid_curve(lrs), rule)
+        b = select_bounds(lrs, sigmoid_curve(lrs), rule, **AT_90.get(rule, {}))
         assert b.fallback is None
         assert_valid(b, lrs)
         assert b.max_lr > 10**-2.5

@@ -1,0 +1,89 @@
+"""Smoke tests of benchmarks/: each script runs end to end on a tiny budget and prints its tables.
+
+The scripts run as the README runs them (``python benchmarks/NAME.py``), in a subprocess,
+on 1000 MNIST-1D samples (8 steps per epoch), 2 epochs and one seed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch_lr_finder")
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+TINY = ["--num-samples", "1000", "--epochs", "2"]
+
+
+def run(script: str, *args: str) -> str:
+    done = subprocess.run([sys.executable, str(BENCHMARKS / script), *args], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def table(text: str, after: str) -> dict[str, list[str]]:
+    """The first markdown table at or after ``after`` in ``text``: first cell -> other cells."""
+    lines = text[text.index(after):].splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    block = list(itertools.takewhile(lambda line: line.startswith("|"), lines[first:]))
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in block[2:]]  # skip header, rule
+    return {cells[0]: cells[1:] for cells in rows}
+
+
+def test_outcome_prints_every_row_and_the_targets():
+    out = run("outcome.py", *TINY, "--seeds", "0", "--tasks", "cnn-sgd", "--grid-per-decade", "1")
+    rows = table(out, "## 1-D CNN")
+    schedules = ["Constant", "Triangular", "Triangular2", "ExpRange", "SGDR", "OneCycle"]
+    expected = ["oracle (grid search)", "lightning", "lightning, 1 epoch", "torch-lr-finder",
+                "torch-lr-finder, 1 epoch", *(f"ours + {s}" for s in schedules)]
+    assert list(rows) == expected
+    assert rows["oracle (grid search)"][1] == "4 trainings per seed (8 epochs)"  # 1e-3, 1e-2, 0.1, 1
+    for name in ["oracle (grid search)", *(f"ours + {s}" for s in schedules)]:
+        final, per_seed, best = float(rows[name][2]), float(rows[name][3]), float(rows[name][4])
+        assert 0.0 <= final <= best <= 1.0 and per_seed == pytest.approx(final, abs=5e-4)  # one seed
+    assert rows["ours + Constant"][1] == "10 steps, in memory"  # one epoch is 8 steps; LRRangeTest needs 10
+    # the oracle reaches its own final accuracy, at the latest in the last epoch
+    assert 1.0 <= float(rows["oracle (grid search)"][5]) <= 2.0
+    assert len(re.findall(r"^- (PASS|MISS) ", out, flags=re.MULTILINE)) == 3
+
+
+def test_speed_prints_ratios_disk_and_memory():
+    out = run("speed.py", "--num-samples", "1000", "--epochs", "2", "--pairs", "1")
+    steps = table(out, "## Step time")
+    assert list(steps) == ["Triangular vs CyclicLR", "SGDR vs CosineAnnealingWarmRestarts"]
+    for cells in steps.values():
+        assert 0.2 < float(cells[2]) < 5.0  # ours / theirs, same work per step
+    ours_us, theirs_us, _, _ = table(out, "| comparison | ours µs")["Triangular vs CyclicLR"]
+    assert abs(float(ours_us) - float(theirs_us)) < 0.25 * float(theirs_us)  # torch's CyclicLR on both sides
+    tests = table(out, "## Range-test wall time")
+    assert len(tests) == 2 and all(float(c[2]) > 0 for c in tests.values())
+    disk = table(out, "## Disk and memory")
+    assert disk["LRRangeTest"] == ["0", "0"]  # nothing written, nothing left
+    assert int(disk["Tuner.lr_find"][0].replace(",", "")) > 10_000  # its checkpoint
+    memory = table(out, "| model + optimizer")
+    for cells in memory.values():
+        ratio = float(cells[2])
+        assert 1.0 <= ratio < 1.01  # a copy of weights, buffers and optimizer state, plus metric states
+
+
+def test_tune_runs_every_stage_and_prints_the_choice():
+    out = run("tune.py", *TINY, "--seeds", "100", "--tasks", "cnn-sgd",
+              "--sweeps", "1e-3..1, ema 0.9", "--rules", "smith", "valley")
+    sweeps = table(out, "## 1.")
+    assert len(sweeps) == 2 and "1e-3..1, ema 0.9" in {name.strip("*") for name in sweeps}  # + the current one
+    rules = table(out, "## 2.")
+    assert {"smith", "valley"} <= {name.strip("*") for name in rules} and len(rules) <= 3  # + the current one
+    for scored in (sweeps, rules):
+        assert [cells[-2] for cells in scored.values()].count("current") == 1
+        assert sum(name.startswith("**") for name in scored) == 1  # the chosen one is bold
+    sgdr = table(out, "| SGDR")
+    # the current default, and cycles ending exactly at the budget: 1, 2, 4, 5 equal; 2, 3 doubling; 2 tripling
+    assert 7 <= len(sgdr) <= 8
+    chosen = out.split("## Chosen", 1)[1]
+    for name in ["Constant(", "Triangular(", "Triangular2(", "ExpRange(", "SGDR(", "OneCycle("]:
+        assert f"- {name}" in chosen
