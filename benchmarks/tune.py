@@ -60,19 +60,18 @@ RULES = {  # label -> (rule, options)
 }
 
 
-def shape_candidates(epochs: int) -> dict[str, list[schedules.Schedule]]:
-    """Per schedule, the shapes to try; lengths are fractions of the budget so cycles end on it."""
-    e = float(epochs)
+def shape_candidates() -> dict[str, list[schedules.Schedule]]:
+    """Per schedule, the shapes to try; cycles are fitted to the run, so they end on the budget."""
     return {
         "Constant": [schedules.Constant(position=p) for p in (0.25, 0.5, 0.75)],
         **{
-            name: [cls(step_epochs=e * f) for f in (1 / 20, 1 / 10, 1 / 4, 1 / 2)]
+            name: [cls(num_cycles=n) for n in (10, 5, 2, 1)]
             for name, cls in (("Triangular", schedules.Triangular), ("Triangular2", schedules.Triangular2),
                               ("ExpRange", schedules.ExpRange))
         },
-        # (first cycle, multiplier): 1 cycle; 2, 4, 5 equal cycles; 2 or 3 doubling cycles, 2 tripling
-        "SGDR": [schedules.SGDR(cycle_epochs=e * f, cycle_mult=m)
-                 for f, m in ((1, 1), (1 / 2, 1), (1 / 4, 1), (1 / 5, 1), (1 / 3, 2), (1 / 7, 2), (1 / 4, 3))],
+        # (cycles, multiplier): 1 cycle; 2, 4, 5 equal cycles; 2 or 3 doubling cycles, 2 tripling
+        "SGDR": [schedules.SGDR(num_cycles=n, cycle_mult=m)
+                 for n, m in ((1, 1), (2, 1), (4, 1), (5, 1), (2, 2), (3, 2), (2, 3))],
         "OneCycle": [schedules.OneCycle(pct_start=p) for p in (0.1, 0.2, 0.3, 0.4)],
     }
 
@@ -106,9 +105,9 @@ def current_defaults() -> dict[str, schedules.Schedule]:
 
 
 def describe(spec: schedules.Schedule) -> str:
-    """The shape parameters that stage 3 varies, e.g. ``SGDR(cycle_epochs=5, cycle_mult=1)``."""
-    keys = {"Constant": ("position",), "SGDR": ("cycle_epochs", "cycle_mult"), "OneCycle": ("pct_start",)}
-    names = keys.get(type(spec).__name__, ("step_epochs",))
+    """The shape parameters that stage 3 varies, e.g. ``SGDR(num_cycles=4, cycle_mult=1)``."""
+    keys = {"Constant": ("position",), "SGDR": ("num_cycles", "cycle_mult"), "OneCycle": ("pct_start",)}
+    names = keys.get(type(spec).__name__, ("num_cycles",))
     return f"{type(spec).__name__}(" + ", ".join(f"{k}={getattr(spec, k):.4g}" for k in names) + ")"
 
 
@@ -232,7 +231,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
     # 3) each schedule's shape, with that sweep and rule; the current default is a candidate too
     print(f"## 3. Schedule shapes (sweep {sweep}, rule {rule})\n")
     shapes: dict[str, str] = {}
-    for name, specs in shape_candidates(args.epochs).items():
+    for name, specs in shape_candidates().items():
         current = current_defaults()[name]
         labels = {describe(spec): spec for spec in [current, *specs]}
         scored = {label: tuner.score(sweep, rule, [spec]) for label, spec in labels.items()}

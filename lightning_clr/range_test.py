@@ -11,31 +11,21 @@ between them as a per-step ``LRSchedulerConfig``.
 from __future__ import annotations
 
 import math
-import sys
-from collections.abc import Iterator
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import lightning as L
 import torch
-from lightning.fabric.utilities.data import _set_sampler_epoch
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.trainer.connectors.logger_connector.result import _ResultCollection
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.utilities.types import LRSchedulerConfig
-from torch.utils.data import DataLoader
-from tqdm import tqdm
 from typing_extensions import override
 
 from lightning_clr import schedules as _schedules
 from lightning_clr.logging import log_range_test
 from lightning_clr.selection import RULES, select_bounds
-from lightning_clr.snapshot import TrainingSnapshot
-
-SWEEP_MODES = ("exponential", "linear")
-
+from lightning_clr.sweep import SWEEP_MODES, run_sweep, sweep_lrs
 
 class RangeTestError(RuntimeError):
     """The range test could not produce a usable curve (e.g. NaN loss at the first step)."""
@@ -81,16 +71,6 @@ class RangeTestResult:
     @classmethod
     def from_dict(cls, state: dict[str, Any]) -> RangeTestResult:
         return cls(**state)
-
-
-def sweep_lrs(min_lr: float, max_lr: float, num_steps: int, mode: str) -> list[float]:
-    """The LR at each of ``num_steps`` sweep steps, from ``min_lr`` to ``max_lr`` inclusive."""
-    if num_steps == 1:
-        return [min_lr]
-    fractions = [i / (num_steps - 1) for i in range(num_steps)]
-    if mode == "exponential":
-        return [min_lr * (max_lr / min_lr) ** f for f in fractions]
-    return [min_lr + (max_lr - min_lr) * f for f in fractions]
 
 
 class LRRangeTest(Callback):
@@ -332,173 +312,37 @@ class LRRangeTest(Callback):
         optimizer: torch.optim.Optimizer,
         ratios: list[float],
     ) -> RangeTestResult:
-        loaders = self._train_loaders(trainer)
-        strategy = trainer.strategy
-        scaler = getattr(strategy.precision_plugin, "scaler", None)
-        old_schedulers = [c.scheduler for c in trainer.lr_scheduler_configs]
-        snapshot = TrainingSnapshot.take(pl_module, [optimizer], old_schedulers, scaler, loaders)
-
-        results = trainer.fit_loop.epoch_loop._results
-        logger_state = (trainer._logger_connector._current_fx, trainer._logger_connector._first_loop_iter)
-        fx_name = pl_module._current_fx_name
-        trainer.fit_loop.epoch_loop._results = _ResultCollection(training=True).to(pl_module.device)
-        pl_module._current_fx_name = "training_step"
-        pl_module.train()
-        try:
-            lrs, raw, smooth, stop, skipped = self._sweep(trainer, pl_module, optimizer, ratios, loaders, scaler)
-        finally:
-            trainer.fit_loop.epoch_loop._results = results
-            trainer._logger_connector._current_fx, trainer._logger_connector._first_loop_iter = logger_state
-            pl_module._current_fx_name = fx_name
-            snapshot.restore(pl_module, [optimizer], old_schedulers, scaler)
-
-        if not lrs and stop == "too many skipped steps":
+        targets = sweep_lrs(self._min_lr, self._max_lr, self._num_steps, self._mode)
+        curve = run_sweep(trainer, pl_module, optimizer, ratios, targets, smoothing=self._beta,
+                          divergence_threshold=self._threshold, progress_bar=self._progress_bar)
+        if not curve.lrs and curve.stop == "too many skipped steps":
             raise RangeTestError(
-                f"all {skipped} range-test steps were skipped: training_step returned None, or the gradient scaler "
-                "found inf/NaN gradients at every step. Return the loss from training_step, or train with "
+                f"all {curve.skipped} range-test steps were skipped: training_step returned None, or the gradient "
+                "scaler found inf/NaN gradients at every step. Return the loss from training_step, or train with "
                 "precision='bf16-mixed', which needs no scaler."
             )
-        if not lrs:
+        if not curve.lrs:
             raise RangeTestError(
                 f"the loss was not finite at the first range-test step (lr={self._min_lr:g}): the model or the data "
                 "produce NaN/inf before any real update. Check the inputs and the loss, or lower min_lr."
             )
-        bounds = select_bounds(lrs, smooth, rule=self._rule)
+        bounds = select_bounds(curve.lrs, curve.smooth, rule=self._rule)
         if bounds.fallback:
             rank_zero_warn(f"LRRangeTest: {bounds.fallback}")
         result = RangeTestResult(
-            lrs=lrs,
-            losses=smooth,
-            raw_losses=raw,
+            lrs=curve.lrs,
+            losses=curve.smooth,
+            raw_losses=curve.raw,
             base_lr=bounds.base_lr,
             max_lr=bounds.max_lr,
             rule=bounds.rule,
-            stop_reason=stop,
+            stop_reason=curve.stop,
             fallback=bounds.fallback,
             group_ratios=ratios,
-            skipped_steps=skipped,
+            skipped_steps=curve.skipped,
         )
         # every rank must train with the same bounds: take rank zero's
-        return strategy.broadcast(result, src=0)
-
-    def _train_loaders(self, trainer: L.Trainer) -> list[Any]:
-        trainer.fit_loop.setup_data()
-        combined = trainer.fit_loop._combined_loader
-        if combined is None:
-            raise MisconfigurationException(
-                "LRRangeTest found no train dataloader (or limit_train_batches=0); the range test needs training data."
-            )
-        return list(combined.flattened)
-
-    def _batches(self, trainer: L.Trainer, loaders: list[Any]) -> Iterator[tuple[Any, int]]:
-        """Endless ``(batch, batch_idx)`` stream on private iterators, restarting exhausted loaders."""
-        if len(loaders) > 1:
-            from lightning.pytorch.utilities.combined_loader import CombinedLoader
-
-            combined = CombinedLoader(trainer.fit_loop._combined_loader.iterables, "max_size_cycle")
-            make = lambda: (b for b, _, _ in iter(combined))  # noqa: E731
-        else:
-            loader = loaders[0]
-            # a persistent-worker loader hands out one shared iterator; the epoch's own must stay untouched
-            private = isinstance(loader, DataLoader) and loader.persistent_workers and loader.num_workers > 0
-            make = (lambda: loader._get_iterator()) if private else (lambda: iter(loader))  # noqa: E731
-        index, passes = 0, 0
-        while True:
-            empty = True
-            for batch in make():
-                empty = False
-                yield trainer.strategy.batch_to_device(batch), index
-                index += 1
-            if empty:
-                raise MisconfigurationException("LRRangeTest: the train dataloader yielded no batch.")
-            # a distributed sampler deals the same order until told the epoch: reshuffle each pass, as a
-            # single process's random sampler does (the fit loop sets the real epoch before every epoch)
-            passes += 1
-            for each in loaders:
-                _set_sampler_epoch(each, passes)
-
-    def _sweep(
-        self,
-        trainer: L.Trainer,
-        pl_module: L.LightningModule,
-        optimizer: torch.optim.Optimizer,
-        ratios: list[float],
-        loaders: list[Any],
-        scaler: Any,
-    ) -> tuple[list[float], list[float], list[float], str, int]:
-        strategy = trainer.strategy
-        accumulate = trainer.accumulate_grad_batches
-        block_sync = getattr(strategy, "block_backward_sync", None)
-        batches = self._batches(trainer, loaders)
-        targets = sweep_lrs(self._min_lr, self._max_lr, self._num_steps, self._mode)
-
-        lrs: list[float] = []
-        raw: list[float] = []
-        smooth: list[float] = []
-        avg, best, skipped, stop = 0.0, math.inf, 0, "completed"
-        show = self._progress_bar and trainer.is_global_zero and trainer.progress_bar_callback is not None
-        bar = tqdm(total=len(targets), desc="LR range test", disable=not show, leave=False, file=sys.stderr,
-                   dynamic_ncols=True)
-        step = 0
-        while step < len(targets):
-            lr = targets[step]
-            for group, ratio in zip(optimizer.param_groups, ratios):
-                group["lr"] = lr * ratio
-            micro = [next(batches) for _ in range(accumulate)]
-            first: list[torch.Tensor | None] = []  # the loss before the update, as optimizer.step(closure) returns it
-
-            def closure() -> torch.Tensor | None:
-                optimizer.zero_grad(set_to_none=True)
-                total, count = None, 0
-                for j, (batch, idx) in enumerate(micro):
-                    trainer.fit_loop.epoch_loop._results.batch = batch
-                    last = j == len(micro) - 1
-                    with block_sync() if (block_sync is not None and not last) else nullcontext():
-                        out = strategy.training_step(batch, idx)
-                        loss = out["loss"] if isinstance(out, dict) else out
-                        if loss is None:
-                            continue
-                        strategy.backward(loss / len(micro), optimizer)
-                    total = loss.detach() if total is None else total + loss.detach()
-                    count += 1
-                result = None if total is None else total / count
-                if not first:
-                    first.append(result)
-                return result
-
-            scale = scaler.get_scale() if scaler is not None else None
-            # with a gradient scaler Lightning returns the optimizer's step output (None), not the loss
-            strategy.optimizer_step(optimizer, closure)
-            loss = first[0] if first else None
-            # decided alike on every rank, so that the reduce below runs on all of them or on none
-            skip = strategy.reduce_boolean_decision(loss is None, all=False)
-            value = math.nan if skip else float(strategy.reduce(loss.detach().float(), reduce_op="mean"))
-            finite = math.isfinite(value)
-            # a scaler that backed off found inf/NaN gradients and skipped the update: no point on the
-            # curve and no stop (a non-finite loss itself still stops the sweep)
-            skip = skip or (finite and scaler is not None and scaler.get_scale() < scale)
-            if skip:
-                skipped += 1
-                if skipped > self._num_steps:
-                    stop = "too many skipped steps"
-                    break
-                continue
-            if finite:
-                avg = self._beta * avg + (1 - self._beta) * value
-                smoothed = avg / (1 - self._beta ** (len(lrs) + 1))
-                lrs.append(lr)
-                raw.append(value)
-                smooth.append(smoothed)
-                best = min(best, smoothed)
-                bar.update(1)
-                bar.set_postfix(lr=f"{lr:.2e}", loss=f"{smoothed:.4f}")
-            diverged = finite and self._threshold is not None and len(lrs) > 1 and smoothed > self._threshold * best
-            if strategy.reduce_boolean_decision(not finite or diverged, all=False):
-                stop = "non-finite loss" if not finite else "diverged"
-                break
-            step += 1
-        bar.close()
-        return lrs, raw, smooth, stop, skipped
+        return trainer.strategy.broadcast(result, src=0)
 
     # ------------------------------------------------------------------ schedule
 

@@ -34,7 +34,7 @@ from lightning.pytorch.plugins import MixedPrecision
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lightning_clr import LRRangeTest, schedules
-from lightning_clr.range_test import sweep_lrs
+from lightning_clr.sweep import sweep_lrs
 from lightning_clr.run import config_dir
 from tests.helpers import tiny_data, tiny_model, tiny_trainer
 

@@ -12,7 +12,7 @@ import torch
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from lightning_clr import LRRangeTest, RangeTestError, schedules
-from lightning_clr.range_test import sweep_lrs
+from lightning_clr.sweep import sweep_lrs
 from lightning_clr.snapshot import rng_state
 from tests.helpers import LRRecorder, tiny_data, tiny_model, tiny_trainer
 

@@ -129,8 +129,10 @@ def test_resume_of_a_whole_run_schedule_needs_the_same_length(tmp_path):
 @pytest.mark.parametrize("spec, spans_the_run", [
     (schedules.OneCycle(), True), (schedules.Cosine(), True), (schedules.StepDecay(), True),
     (schedules.ExponentialDecay(), True), (schedules.StepDecay(gamma=0.5), False),
-    (schedules.ExponentialDecay(gamma=0.99), False), (schedules.SGDR(), False), (schedules.Triangular(), False),
-    (schedules.Triangular2(), False), (schedules.ExpRange(), False), (schedules.Constant(), False),
+    (schedules.ExponentialDecay(gamma=0.99), False), (schedules.SGDR(), True), (schedules.Triangular(), True),
+    (schedules.Triangular2(), True), (schedules.ExpRange(), True), (schedules.SGDR(cycle_epochs=1), False),
+    (schedules.Triangular(step_epochs=2), False), (schedules.ExpRange(step_size=7), False),
+    (schedules.Constant(), False),
 ], ids=repr)
 def test_which_schedules_must_keep_the_run_length_on_resume(spec, spans_the_run):
     """The resume check asks the spec itself: a spec that cannot be built without total_steps spans the run."""

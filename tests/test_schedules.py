@@ -419,7 +419,7 @@ class TestValidation:
             (lambda: SGDR(cycle_mult=0), r"cycle_mult must be > 0, got 0"),
             (lambda: SGDR(cycle_mult=-1.0), r"cycle_mult must be > 0, got -1\.0; use 1"),
             (lambda: SGDR(cycle_decay=1.5), r"cycle_decay must be in \(0, 1\], got 1\.5"),
-            (lambda: SGDR(cycle_epochs=0), r"cycle_epochs must be > 0, got 0"),
+            (lambda: SGDR(cycle_epochs=0), r"cycle_epochs must be > 0 or None, got 0"),
             (lambda: SGDR(cycle_steps=0), r"cycle_steps must be an integer >= 1 or None, got 0"),
             (lambda: SGDR(warmup_steps=-2), r"warmup_steps must be an integer >= 0 or None, got -2"),
             (lambda: SGDR(warmup_epochs=-1.0), r"warmup_epochs must be >= 0, got -1\.0"),
@@ -430,7 +430,7 @@ class TestValidation:
             (lambda: OneCycle(final_div_factor=0.5), r"final_div_factor must be >= 1, got 0\.5"),
             (lambda: OneCycle(base_momentum=0.99), r"base_momentum \(0\.99\) must be <= max_momentum \(0\.95\)"),
             (lambda: OneCycle(max_momentum=1.0), r"max_momentum must be in \[0, 1\), got 1\.0"),
-            (lambda: Triangular(step_epochs=0), r"Triangular: step_epochs must be > 0, got 0"),
+            (lambda: Triangular(step_epochs=0), r"Triangular: step_epochs must be > 0 or None, got 0"),
             (lambda: Triangular2(step_size=0), r"Triangular2: step_size must be an integer >= 1 or None, got 0"),
             (lambda: Triangular(step_size=2.5), r"step_size must be an integer >= 1 or None, got 2\.5"),
             (lambda: ExpRange(gamma=1.2), r"ExpRange: gamma must be in \(0, 1\] or None, got 1\.2"),
@@ -468,11 +468,58 @@ class TestValidation:
 
     @pytest.mark.parametrize(
         "spec",
-        [Constant(), Triangular(), ExpRange(), SGDR(), StepDecay(gamma=0.5), ExponentialDecay(gamma=0.99)],
+        [Constant(), Triangular(step_epochs=2), ExpRange(step_size=7), SGDR(cycle_epochs=1), StepDecay(gamma=0.5),
+         ExponentialDecay(gamma=0.99)],
         ids=lambda s: type(s).__name__,
     )
     def test_total_steps_optional(self, spec):
         assert isinstance(_build_error(spec, total=None)(), LRScheduler)
+
+    @pytest.mark.parametrize("spec", [Triangular(), Triangular2(), ExpRange(), SGDR()], ids=lambda s: type(s).__name__)
+    def test_cycles_fitted_to_the_run_need_its_length(self, spec):
+        with pytest.raises(ValueError, match=rf"{type(spec).__name__}: without .* the run has no end; set max_epochs"):
+            _build_error(spec, total=None)()
+
+
+class TestFittedCycles:
+    """With no cycle length given, ``num_cycles`` cycles end exactly at the last step."""
+
+    @pytest.mark.parametrize("cls", [Triangular, Triangular2, ExpRange])
+    @pytest.mark.parametrize("num_cycles, total", [(1, 800), (2, 800), (3, 90)])
+    def test_clr_half_cycle(self, cls, num_cycles, total):
+        spec = cls(num_cycles=num_cycles)
+        assert spec.half_cycle(40, total) == total / (2 * num_cycles)
+        assert spec.cycle_ends(steps_per_epoch=40, total_steps=total) == [
+            k * total // num_cycles for k in range(1, num_cycles + 1)
+        ]
+
+    @pytest.mark.parametrize("spec", [Triangular(), SGDR()], ids=["triangular", "sgdr"])
+    def test_the_run_ends_annealed(self, spec):
+        optimizer = make_optimizer()
+        scheduler = build(spec, optimizer, total=800, spe=40)
+        lrs = []
+        for _ in range(800):
+            lrs.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            scheduler.step()
+        assert lrs[-1] < BASE + 0.005 * (MAX - BASE)  # the last training step runs at the bottom of a cycle
+        assert max(lrs) == pytest.approx(MAX)
+
+    @pytest.mark.parametrize("num_cycles, mult, ends", [(2, 2.0, [267, 800]), (3, 2.0, [115, 343, 800]),
+                                                        (4, 1.0, [200, 400, 600, 800])])
+    def test_sgdr_cycle_ends(self, num_cycles, mult, ends):
+        spec = SGDR(num_cycles=num_cycles, cycle_mult=mult)
+        assert spec.first_cycle(40, 800) == pytest.approx(800 / sum(mult**i for i in range(num_cycles)))
+        assert spec.cycle_ends(steps_per_epoch=40, total_steps=800) == ends
+
+    def test_sgdr_warmup_is_outside_the_cycles(self):
+        spec = SGDR(num_cycles=2, cycle_mult=1.0, warmup_steps=100)
+        assert spec.cycle_ends(steps_per_epoch=40, total_steps=900) == [500, 900]
+
+    @pytest.mark.parametrize("cls, value", [(SGDR, 0), (Triangular, 0), (ExpRange, 1.5)])
+    def test_num_cycles_validated(self, cls, value):
+        with pytest.raises(ValueError, match=rf"{cls.__name__}: num_cycles must be an integer >= 1, got {value}"):
+            cls(num_cycles=value)
 
     @pytest.mark.parametrize("spec", ALL_SPECS)
     def test_numpy_scalars_accepted(self, spec):

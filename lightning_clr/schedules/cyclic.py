@@ -33,9 +33,14 @@ from lightning_clr.schedules.base import (
 class _Cyclic(Schedule):
     """Fields shared by the three CLR policies.
 
+    The half cycle is ``step_size`` steps if set, else ``step_epochs`` epochs if set, else
+    fitted to the run: ``total_steps / (2 * num_cycles)``, so the run ends exactly at the
+    end of its last cycle, at ``base_lr``.
+
     Args:
-        step_epochs: Half-cycle length in epochs, used when ``step_size`` is None.
+        step_epochs: Half-cycle length in epochs (Smith: 2-10), used when ``step_size`` is None.
         step_size: Half-cycle length in optimizer steps; overrides ``step_epochs``.
+        num_cycles: Full cycles in the run, used when both lengths above are None.
         cycle_momentum: Cycle momentum inversely to the LR. Off by default, as in Smith's
             CLR; torch's default would overwrite the optimizer's momentum.
         base_momentum: Momentum at the LR peak when ``cycle_momentum`` is on.
@@ -44,19 +49,22 @@ class _Cyclic(Schedule):
 
     mode: ClassVar[str]
 
-    step_epochs: float = 10.0  # measured by benchmarks/tune.py: one cycle per 20 epochs
+    step_epochs: float | None = None
     step_size: int | None = None
+    num_cycles: int = 1  # measured by benchmarks/tune.py: one full cycle per run
     cycle_momentum: bool = False
     base_momentum: float = 0.85
     max_momentum: float = 0.95
 
     def __post_init__(self) -> None:
         name = type(self).__name__
-        if not is_number(self.step_epochs) or self.step_epochs <= 0:
+        if self.step_epochs is not None and (not is_number(self.step_epochs) or self.step_epochs <= 0):
             fail(
-                f"{name}: step_epochs must be > 0, got {self.step_epochs!r}; "
+                f"{name}: step_epochs must be > 0 or None, got {self.step_epochs!r}; "
                 f"Smith recommends 2-10 epochs per half cycle"
             )
+        if not is_count(self.num_cycles) or self.num_cycles < 1:
+            fail(f"{name}: num_cycles must be an integer >= 1, got {self.num_cycles!r}; 1 is one full cycle per run")
         if self.step_size is not None and (not is_count(self.step_size) or self.step_size < 1):
             fail(
                 f"{name}: step_size must be an integer >= 1 or None, got {self.step_size!r}; "
@@ -65,11 +73,19 @@ class _Cyclic(Schedule):
         if self.cycle_momentum:
             check_momentum_range(self, self.base_momentum, self.max_momentum)
 
-    def half_cycle(self, steps_per_epoch: int) -> int:
+    def half_cycle(self, steps_per_epoch: int, total_steps: int | None) -> int:
         """Half-cycle length in optimizer steps."""
         if self.step_size is not None:
             return self.step_size
-        return epochs_to_steps(self.step_epochs, steps_per_epoch)
+        if self.step_epochs is not None:
+            return epochs_to_steps(self.step_epochs, steps_per_epoch)
+        if total_steps is None:
+            fail(
+                f"{type(self).__name__}: without step_size or step_epochs the half cycle is "
+                f"total_steps / (2 * num_cycles), and the run has no end; set max_epochs or "
+                f"max_steps on the Trainer, or give step_epochs"
+            )
+        return max(1, round(total_steps / (2 * self.num_cycles)))
 
     def _gamma(self, step_size: int) -> float:
         return 1.0
@@ -90,7 +106,7 @@ class _Cyclic(Schedule):
                 f"{type(self).__name__}: cycle_momentum=True but {type(optimizer).__name__} has "
                 f"no momentum or betas to cycle; set cycle_momentum=False or use SGD/Adam"
             )
-        step_size = self.half_cycle(steps_per_epoch)
+        step_size = self.half_cycle(steps_per_epoch, total_steps)
         reset_lrs(optimizer, lows)
         return CyclicLR(
             optimizer,
@@ -107,7 +123,7 @@ class _Cyclic(Schedule):
     def cycle_ends(self, *, steps_per_epoch: int, total_steps: int) -> list[int]:
         """Ends of the full cycles, ``2*step_size, 4*step_size, ...`` up to ``total_steps``."""
         check_steps(self, steps_per_epoch, total_steps, need_total=True)
-        cycle = 2 * self.half_cycle(steps_per_epoch)
+        cycle = 2 * self.half_cycle(steps_per_epoch, total_steps)
         return list(range(cycle, total_steps + 1, cycle))
 
 
@@ -118,6 +134,7 @@ class Triangular(_Cyclic):
     Args:
         step_epochs: Half-cycle length in epochs, used when ``step_size`` is None.
         step_size: Half-cycle length in optimizer steps; overrides ``step_epochs``.
+        num_cycles: Full cycles fitted to the run when both lengths above are None.
         cycle_momentum: Cycle momentum inversely to the LR (off in Smith's CLR).
         base_momentum: Momentum at the LR peak when ``cycle_momentum`` is on.
         max_momentum: Momentum at the LR trough when ``cycle_momentum`` is on.
@@ -139,6 +156,7 @@ class Triangular2(_Cyclic):
     Args:
         step_epochs: Half-cycle length in epochs, used when ``step_size`` is None.
         step_size: Half-cycle length in optimizer steps; overrides ``step_epochs``.
+        num_cycles: Full cycles fitted to the run when both lengths above are None.
         cycle_momentum: Cycle momentum inversely to the LR (off in Smith's CLR).
         base_momentum: Momentum at the LR peak when ``cycle_momentum`` is on.
         max_momentum: Momentum at the LR trough when ``cycle_momentum`` is on.
@@ -164,6 +182,7 @@ class ExpRange(_Cyclic):
     Args:
         step_epochs: Half-cycle length in epochs, used when ``step_size`` is None.
         step_size: Half-cycle length in optimizer steps; overrides ``step_epochs``.
+        num_cycles: Full cycles fitted to the run when both lengths above are None.
         cycle_momentum: Cycle momentum inversely to the LR (off in Smith's CLR).
         base_momentum: Momentum at the LR peak when ``cycle_momentum`` is on.
         max_momentum: Momentum at the LR trough when ``cycle_momentum`` is on.

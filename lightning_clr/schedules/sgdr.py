@@ -166,9 +166,14 @@ class SGDR(Schedule):
     ``cycle_mult < 1`` the cycles shrink; once one would be shorter than a step, the LR
     stays at ``base_lr``.
 
+    The first cycle lasts ``cycle_steps`` steps if set, else ``cycle_epochs`` epochs if set,
+    else it is fitted to the run: ``num_cycles`` cycles (after warmup) end exactly at the
+    last step, so the run finishes annealed at ``base_lr``.
+
     Args:
         cycle_epochs: Length of the first cycle in epochs, used when ``cycle_steps`` is None.
         cycle_steps: Length of the first cycle in optimizer steps; overrides ``cycle_epochs``.
+        num_cycles: Cycles fitted to the run when both lengths above are None.
         cycle_mult: Length factor between consecutive cycles (> 0, may be fractional).
         cycle_decay: Peak-height factor between consecutive cycles, in (0, 1].
         warmup_epochs: Linear warmup from ``base_lr`` to ``max_lr`` before the first cycle.
@@ -181,16 +186,19 @@ class SGDR(Schedule):
         finder = LRRangeTest(schedule=schedules.SGDR(cycle_epochs=1, cycle_mult=2))
     """
 
-    cycle_epochs: float = 20 / 3  # measured by benchmarks/tune.py: 2 cycles end at epoch 20
+    cycle_epochs: float | None = None
     cycle_steps: int | None = None
+    num_cycles: int = 2  # measured by benchmarks/tune.py: two cycles (1/3 + 2/3 of the run)
     cycle_mult: float = 2.0
     cycle_decay: float = 1.0
     warmup_epochs: float = 0.0
     warmup_steps: int | None = None
 
     def __post_init__(self) -> None:
-        if not is_number(self.cycle_epochs) or self.cycle_epochs <= 0:
-            fail(f"SGDR: cycle_epochs must be > 0, got {self.cycle_epochs!r}; 1 is a common start")
+        if self.cycle_epochs is not None and (not is_number(self.cycle_epochs) or self.cycle_epochs <= 0):
+            fail(f"SGDR: cycle_epochs must be > 0 or None, got {self.cycle_epochs!r}; 1 is a common start")
+        if not is_count(self.num_cycles) or self.num_cycles < 1:
+            fail(f"SGDR: num_cycles must be an integer >= 1, got {self.num_cycles!r}; 2 fits two cycles in the run")
         if self.cycle_steps is not None and (not is_count(self.cycle_steps) or self.cycle_steps < 1):
             fail(
                 f"SGDR: cycle_steps must be an integer >= 1 or None, got {self.cycle_steps!r}; "
@@ -214,16 +222,24 @@ class SGDR(Schedule):
                 f"use None to derive it from warmup_epochs"
             )
 
-    def first_cycle(self, steps_per_epoch: int) -> float:
+    def first_cycle(self, steps_per_epoch: int, total_steps: int | None) -> float:
         """Length ``T0`` of the first cycle in optimizer steps (at least 1)."""
         if self.cycle_steps is not None:
             return float(self.cycle_steps)
-        t0 = self.cycle_epochs * steps_per_epoch
-        if t0 < 1:
+        if self.cycle_epochs is not None:
+            t0 = self.cycle_epochs * steps_per_epoch
+            source = f"cycle_epochs={self.cycle_epochs} x steps_per_epoch={steps_per_epoch}"
+        elif total_steps is None:
             fail(
-                f"SGDR: the first cycle is {t0} optimizer steps (cycle_epochs={self.cycle_epochs} x "
-                f"steps_per_epoch={steps_per_epoch}); it must be >= 1, raise cycle_epochs"
+                "SGDR: without cycle_steps or cycle_epochs the cycles are fitted to the run, and "
+                "the run has no end; set max_epochs or max_steps on the Trainer, or give cycle_epochs"
             )
+        else:
+            span = total_steps - self.warmup(steps_per_epoch)
+            t0 = span / sum(self.cycle_mult**i for i in range(self.num_cycles))
+            source = f"{span} steps after warmup / {self.num_cycles} cycles with cycle_mult={self.cycle_mult}"
+        if t0 < 1:
+            fail(f"SGDR: the first cycle is {t0:.3g} optimizer steps ({source}); it must be >= 1")
         return t0
 
     def warmup(self, steps_per_epoch: int) -> int:
@@ -249,7 +265,7 @@ class SGDR(Schedule):
             optimizer,
             lows,
             highs,
-            first_cycle=self.first_cycle(steps_per_epoch),
+            first_cycle=self.first_cycle(steps_per_epoch, total_steps),
             cycle_mult=self.cycle_mult,
             cycle_decay=self.cycle_decay,
             warmup=warmup,
@@ -258,7 +274,7 @@ class SGDR(Schedule):
     def cycle_ends(self, *, steps_per_epoch: int, total_steps: int) -> list[int]:
         """Step counts at which each restart happens (a cycle has just ended), up to ``total_steps``."""
         check_steps(self, steps_per_epoch, total_steps, need_total=True)
-        t0, warmup = self.first_cycle(steps_per_epoch), self.warmup(steps_per_epoch)
+        t0, warmup = self.first_cycle(steps_per_epoch, total_steps), self.warmup(steps_per_epoch)
         n = num_cycles(t0, self.cycle_mult)
         ends: list[int] = []
         i = 1
