@@ -96,6 +96,11 @@ class LRRangeTest(Callback):
         replace_scheduler: a scheduler returned by ``configure_optimizers`` is
             replaced (with a warning) when ``True``; when ``False`` its presence is an error.
         progress_bar: show a progress bar of the sweep (when the Trainer shows one).
+        group_scales: LR of each param group relative to the others, during the sweep and
+            in the schedule, e.g. ``[0.1, 1.0]`` for a backbone at a tenth of the head's LR.
+            The bounds are read for the first group and each group trains between
+            ``base_lr * scale / group_scales[0]`` and ``max_lr * scale / group_scales[0]``.
+            ``None`` keeps the ratios of the LRs the optimizer was created with.
 
     Raises:
         ValueError: for a setting out of range; the message names the value and the fix.
@@ -131,6 +136,7 @@ class LRRangeTest(Callback):
         replace_scheduler: bool = True,
         progress_bar: bool = True,
         enabled: bool = True,
+        group_scales: list[float] | None = None,
     ) -> None:
         if mode not in SWEEP_MODES:
             raise ValueError(f"mode must be one of {SWEEP_MODES}, got {mode!r}")
@@ -155,6 +161,13 @@ class LRRangeTest(Callback):
             raise ValueError(
                 "enabled=False skips the range test and needs bounds=(base_lr, max_lr); pass them or set enabled=True"
             )
+        if group_scales is not None:
+            group_scales = [float(s) for s in group_scales]
+            if not group_scales or not all(math.isfinite(s) and s > 0 for s in group_scales):
+                raise ValueError(
+                    f"group_scales must be one finite positive number per param group, got {group_scales}; "
+                    "e.g. [0.1, 1.0] for two groups, or None to keep the optimizer's LR ratios"
+                )
         if schedule is not None and not isinstance(schedule, _schedules.Schedule):
             raise TypeError(f"schedule must be a lightning_clr.schedules spec, got {type(schedule).__name__}")
         self._schedule = schedule if schedule is not None else _schedules.Constant()
@@ -162,6 +175,7 @@ class LRRangeTest(Callback):
         self._mode, self._beta, self._threshold = mode, float(smoothing), divergence_threshold
         self._rule, self._bounds = rule, bounds
         self._replace_scheduler, self._progress_bar = replace_scheduler, progress_bar
+        self._group_scales = group_scales
         self.result: RangeTestResult | None = None
         self.scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
         self._restored = False
@@ -286,6 +300,15 @@ class LRRangeTest(Callback):
                 f"this run asks for bounds={self._bounds}; resume without bounds (or with the same ones), "
                 "or start a new run without ckpt_path."
             )
+        saved_ratios = self.result.group_ratios
+        if self._group_scales is not None and (
+            len(ratios) != len(saved_ratios) or not all(map(math.isclose, ratios, saved_ratios))
+        ):
+            raise MisconfigurationException(
+                f"LRRangeTest: the checkpoint trained its param groups at LR ratios {saved_ratios} but "
+                f"group_scales={self._group_scales} asks for {ratios}; resume with the same group_scales, "
+                "or start a new run without ckpt_path."
+            )
         planned = self._checkpoint_plan.get("total_steps", total)
         if planned != total and self._try_build(optimizer, ratios, (1.0, 2.0), per_epoch, None) is not None:
             raise MisconfigurationException(
@@ -297,6 +320,15 @@ class LRRangeTest(Callback):
     # ------------------------------------------------------------------ sweep
 
     def _group_ratios(self, optimizer: torch.optim.Optimizer) -> list[float]:
+        """Each param group's LR relative to the first: from ``group_scales`` or the optimizer's LRs."""
+        groups = len(optimizer.param_groups)
+        if self._group_scales is not None:
+            if len(self._group_scales) != groups:
+                raise MisconfigurationException(
+                    f"group_scales={self._group_scales} has {len(self._group_scales)} entries but the optimizer has "
+                    f"{groups} param groups; give one scale per group, or group_scales=None to keep their LR ratios."
+                )
+            return [s / self._group_scales[0] for s in self._group_scales]
         first = optimizer.param_groups[0]["lr"]
         if not first > 0:
             raise MisconfigurationException(

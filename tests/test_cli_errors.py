@@ -35,6 +35,8 @@ CASES = {
                          "schedule.max_lr=0.01"], ["base_lr=0.1", "max_lr=0.01"], "build"),
     "one-cycle-without-end": (["data=synthetic", "+schedule=one_cycle", "trainer.max_epochs=-1"],
                               ["OneCycle", "total_steps", "max_epochs"], "fit"),
+    "group-scales-per-group": (["data=synthetic", "finder.group_scales=[1,2]"],
+                               ["group_scales=[1.0, 2.0]", "2 entries", "1 param groups"], "fit"),
     "nan-at-first-step": (["data=synthetic", "data.noise=nan"], ["not finite", "first range-test step"], "fit"),
 }
 

@@ -233,6 +233,23 @@ class TestInjection:
         np.testing.assert_allclose(lrs[:, 1] / lrs[:, 0], 10.0, rtol=1e-12)
         assert lrs[0, 0] == pytest.approx(finder.result.max_lr)  # SGDR starts at the peak
 
+    def test_group_scales_override_the_optimizer_ratios(self, tmp_path):
+        recorder = LRRecorder()
+        model = tiny_model(head_lr_scale=10.0)  # the optimizer's ratio, 1:10, is overridden below
+        finder = LRRangeTest(schedules.Triangular(step_size=5), num_steps=20, group_scales=[0.1, 0.4])
+        tiny_trainer(tmp_path, callbacks=[finder, recorder], max_epochs=2).fit(model, datamodule=tiny_data())
+        assert finder.result.group_ratios == pytest.approx([1.0, 4.0])
+        lrs = np.array(recorder.lrs)
+        np.testing.assert_allclose(lrs[:, 1] / lrs[:, 0], 4.0, rtol=1e-12)
+        assert lrs[:, 0].min() == pytest.approx(finder.result.base_lr)  # the bounds are the first group's
+        assert lrs[:, 0].max() == pytest.approx(finder.result.max_lr)
+
+    def test_group_scales_must_match_the_groups(self, tmp_path):
+        finder = LRRangeTest(num_steps=20, group_scales=[1.0, 2.0, 3.0])
+        trainer = tiny_trainer(tmp_path, callbacks=[finder])
+        with pytest.raises(MisconfigurationException, match=r"group_scales=\[1.0, 2.0, 3.0\] has 3 entries .* 2 param"):
+            trainer.fit(tiny_model(head_lr_scale=10.0), datamodule=tiny_data())
+
 
 class TestValidation:
     @pytest.mark.parametrize(
@@ -246,6 +263,8 @@ class TestValidation:
             ({"divergence_threshold": 0.5}, "divergence_threshold must be > 1"),
             ({"rule": "guess"}, "rule must be one of"),
             ({"bounds": (0.5, 0.1)}, "0 < base_lr <= max_lr"),
+            ({"group_scales": [1.0, 0.0]}, r"group_scales must be one finite positive number .* got \[1.0, 0.0\]"),
+            ({"group_scales": []}, "group_scales must be one finite positive number"),
         ],
     )
     def test_bad_settings(self, kwargs, match):

@@ -40,7 +40,8 @@ class CrashAt(L.Callback):
             raise RuntimeError(f"crash at step {self.step}")
 
 
-def _fit(root: Path, spec: schedules.Schedule, max_epochs: int, callbacks=(), ckpt_path=None, **finder_kwargs):
+def _fit(root: Path, spec: schedules.Schedule, max_epochs: int, callbacks=(), ckpt_path=None, model=None,
+         **finder_kwargs):
     L.seed_everything(0, verbose=False)
     finder = LRRangeTest(schedule=spec, num_steps=30, min_lr=1e-4, max_lr=1.0, **finder_kwargs)
     recorder = LRRecorder()
@@ -48,7 +49,7 @@ def _fit(root: Path, spec: schedules.Schedule, max_epochs: int, callbacks=(), ck
                            limit_train_batches=STEPS_PER_EPOCH, limit_val_batches=1,
                            enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks))
     try:
-        trainer.fit(tiny_model(), datamodule=tiny_data(), ckpt_path=ckpt_path, weights_only=True)
+        trainer.fit(model or tiny_model(), datamodule=tiny_data(), ckpt_path=ckpt_path, weights_only=True)
     except RuntimeError as err:
         if "crash at step" not in str(err):
             raise
@@ -103,8 +104,8 @@ def test_resumed_lrs_equal_uninterrupted_run(name, where, uninterrupted, tmp_pat
     assert before[:step] + after == expected  # every step, exactly
 
 
-def _checkpoint(tmp_path: Path, spec: schedules.Schedule, max_epochs: int = 1) -> Path:
-    trainer, _, _ = _fit(tmp_path / "first", spec, max_epochs)
+def _checkpoint(tmp_path: Path, spec: schedules.Schedule, max_epochs: int = 1, **kwargs) -> Path:
+    trainer, _, _ = _fit(tmp_path / "first", spec, max_epochs, **kwargs)
     path = tmp_path / "first.ckpt"
     trainer.save_checkpoint(path)
     return path
@@ -118,6 +119,16 @@ def test_resume_with_another_schedule_or_other_bounds_is_refused(tmp_path):
         _fit(tmp_path / "resumed", schedules.SGDR(cycle_steps=9), 2, ckpt_path=path)
     with pytest.raises(MisconfigurationException, match=r"checkpoint trained between .* asks for bounds=\(0.5, 0.6\)"):
         _fit(tmp_path / "resumed", schedules.SGDR(cycle_steps=8), 2, ckpt_path=path, bounds=(0.5, 0.6))
+
+
+def test_resume_with_other_group_scales_is_refused(tmp_path):
+    spec = schedules.SGDR(cycle_steps=8)
+    path = _checkpoint(tmp_path, spec, model=tiny_model(head_lr_scale=10.0))
+    with pytest.raises(MisconfigurationException, match=r"LR ratios \[1.0, 10.0\] but group_scales=\[1.0, 2.0\]"):
+        _fit(tmp_path / "resumed", spec, 2, ckpt_path=path, model=tiny_model(head_lr_scale=10.0), group_scales=[1, 2])
+    _, finder, _ = _fit(tmp_path / "same", spec, 2, ckpt_path=path, model=tiny_model(head_lr_scale=10.0),
+                        group_scales=[0.5, 5.0])
+    assert finder.restored and finder.result.group_ratios == [1.0, 10.0]
 
 
 def test_resume_of_a_whole_run_schedule_needs_the_same_length(tmp_path):
