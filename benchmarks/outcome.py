@@ -1,6 +1,6 @@
 """Outcome benchmark: how well bounds from one short range test train, against the anchors.
 
-    pip install -e ".[bench]" && python benchmarks/outcome.py     # about 7 minutes on 2 cores
+    pip install -e ".[bench]" && python benchmarks/outcome.py     # about 8 minutes on 2 cores
 
 Task: MNIST-1D (4000 train / 1000 test from ``make_dataset``), batch 100 (40 steps per
 epoch), a fixed budget of ``--epochs`` (20), seeds 0, 1, 2. Two blocks: the 1-D CNN with
@@ -13,7 +13,9 @@ SGD (momentum 0.9), and the MLP with AdamW. Rows, each the mean over seeds:
 - ``torch-lr-finder``: ``range_test(end_lr=10, num_iter=100)`` and its steepest-gradient
   suggestion, used as a constant LR; ``torch-lr-finder, 1 epoch``: ``num_iter`` = one epoch;
 - ``ours + SCHEDULE``: ``LRRangeTest`` with one epoch's steps and every other setting at
-  the library default, then each schedule at its default shape.
+  the library default, then each schedule at its default shape;
+- ``ours + SCHEDULE, E/2-epoch budget``: the same, as separate runs with half the budget (the
+  schedules fit their cycles to the shorter run).
 
 Columns: the LR (per-seed values for the anchors, geometric means of the bounds for ours),
 the search cost, final validation accuracy (mean, and each seed's), best validation
@@ -139,19 +141,25 @@ def run_block(task: str, args: argparse.Namespace, dm, root: str) -> dict[str, o
         trainings += len(row.runs)
         rows.append(row)
 
-    # 3) ours: one range test of one epoch's steps, library defaults, each schedule's default shape
-    ours = []
-    for name in SCHEDULES:
-        runs = [train(spec, dm, s, epochs, root,
-                      finder=LRRangeTest(schedule=getattr(schedules, name)(), num_steps=max(10, steps),
-                                         progress_bar=False))
-                for s in seeds]
-        fell_back = sum(r.fallback is not None for r in runs)
-        lr = f"{fmt(geo_mean([r.base_lr for r in runs]))}–{fmt(geo_mean([r.max_lr for r in runs]))}"
-        ours.append(Row(f"ours + {name}", f"{max(10, steps)} steps, in memory",
-                        runs, lr + (f" ({fell_back} fallback)" if fell_back else "")))
-        trainings += len(runs)
-    rows += ours
+    # 3) ours: one range test of one epoch's steps, library defaults, each schedule's default shape,
+    #    trained for the whole budget and, as separate runs, for half of it
+    def ours_rows(budget: int, suffix: str) -> list[Row]:
+        made = []
+        for name in SCHEDULES:
+            runs = [train(spec, dm, s, budget, root,
+                          finder=LRRangeTest(schedule=getattr(schedules, name)(), num_steps=max(10, steps),
+                                             progress_bar=False))
+                    for s in seeds]
+            fell_back = sum(r.fallback is not None for r in runs)
+            lr = f"{fmt(geo_mean([r.base_lr for r in runs]))}–{fmt(geo_mean([r.max_lr for r in runs]))}"
+            made.append(Row(f"ours + {name}{suffix}", f"{max(10, steps)} steps, in memory",
+                            runs, lr + (f" ({fell_back} fallback)" if fell_back else "")))
+        return made
+
+    half_epochs = max(1, epochs // 2)
+    ours, half = ours_rows(epochs, ""), ours_rows(half_epochs, f", {half_epochs}-epoch budget")
+    trainings += sum(len(r.runs) for r in ours + half)
+    rows += ours + half
 
     print(f"## {spec.name}: {epochs} epochs, seeds {list(seeds)}\n")
     header = ["row", "LR", "search cost", "final acc", "per seed", "best acc", f"epochs to {level:.4f}"]
@@ -161,21 +169,30 @@ def run_block(task: str, args: argparse.Namespace, dm, root: str) -> dict[str, o
     if best_lr in (min(grid), max(grid)):
         print(f"Note: the best grid LR {fmt(best_lr)} is at the edge of the grid.\n")
 
-    checks = targets(oracle, rows, ours, epochs, len(seeds))
+    checks = targets(oracle, rows, ours, half, epochs, len(seeds))
     for line in checks["lines"]:
         print(f"- {line}")
     print(f"\n{trainings} trainings in {time.time() - t0:.0f} s\n", flush=True)
     return {"rows": {r.name: r for r in rows}, "checks": checks}
 
 
-def targets(oracle: Row, rows: list[Row], ours: list[Row], epochs: int, seeds: int) -> dict[str, object]:
-    """The three targets of the CLR paper's claim, each with its measured gap."""
+def targets(
+    oracle: Row, rows: list[Row], ours: list[Row], half: list[Row], epochs: int, seeds: int
+) -> dict[str, object]:
+    """The three targets of the CLR paper's claim, each with its measured gap.
+
+    "The oracle's final accuracy in at most half the epochs" is read two ways: the first
+    epoch of a full-budget run at that accuracy (a schedule fitted to the run anneals only
+    at its end), and the final accuracy of runs given half the budget (``half``).
+    """
     level = oracle.final
     top = max(ours, key=lambda r: r.final)
     quality = top.final >= level
     reach = [(r.epochs_to(level)[0], r.name) for r in ours if r.epochs_to(level)[1] == seeds]
     fastest = min(reach) if reach else None
     speed = fastest is not None and fastest[0] <= epochs / 2
+    half_top = max(half, key=lambda r: r.final)
+    half_speed = half_top.final >= level
     anchors = [r for r in rows if r.name in ANCHORS]
     anchor_best = max(anchors, key=lambda r: r.final)
     losers = [r for r in ours if r.final <= anchor_best.final]
@@ -185,11 +202,15 @@ def targets(oracle: Row, rows: list[Row], ours: list[Row], epochs: int, seeds: i
         (f"{'PASS' if speed else 'MISS'} fastest of ours to the oracle's final: "
          + (f"{fastest[1]} in {fastest[0]:.1f} epochs" if fastest else "none reaches it on every seed")
          + f" (target <= {epochs / 2:g})"),
+        (f"{'PASS' if half_speed else 'MISS'} best of ours trained for half the epochs ({half_top.name}, "
+         f"{half_top.final:.4f}) vs oracle final after {epochs} ({level:.4f}): "
+         f"{100 * (half_top.final - level):+.1f} points"),
         (f"{'PASS' if not losers else 'MISS'} every schedule of ours beats the anchors (best anchor "
          f"{anchor_best.name}, {anchor_best.final:.4f}; weakest of ours {min(r.final for r in ours):.4f})"
          + ("" if not losers else ": not beaten by " + ", ".join(r.name for r in losers))),
     ]
-    return {"quality": quality, "speed": speed, "beats_anchors": not losers, "lines": lines}
+    return {"quality": quality, "speed": speed, "half_budget": half_speed, "beats_anchors": not losers,
+            "lines": lines}
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, object]]:

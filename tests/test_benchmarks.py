@@ -40,7 +40,8 @@ def test_outcome_prints_every_row_and_the_targets():
     rows = table(out, "## 1-D CNN")
     schedules = ["Constant", "Triangular", "Triangular2", "ExpRange", "SGDR", "OneCycle"]
     expected = ["oracle (grid search)", "lightning", "lightning, 1 epoch", "torch-lr-finder",
-                "torch-lr-finder, 1 epoch", *(f"ours + {s}" for s in schedules)]
+                "torch-lr-finder, 1 epoch", *(f"ours + {s}" for s in schedules),
+                *(f"ours + {s}, 1-epoch budget" for s in schedules)]
     assert list(rows) == expected
     assert rows["oracle (grid search)"][1] == "4 trainings per seed (8 epochs)"  # 1e-3, 1e-2, 0.1, 1
     for name in ["oracle (grid search)", *(f"ours + {s}" for s in schedules)]:
@@ -49,7 +50,8 @@ def test_outcome_prints_every_row_and_the_targets():
     assert rows["ours + Constant"][1] == "10 steps, in memory"  # one epoch is 8 steps; LRRangeTest needs 10
     # the oracle reaches its own final accuracy, at the latest in the last epoch
     assert 1.0 <= float(rows["oracle (grid search)"][5]) <= 2.0
-    assert len(re.findall(r"^- (PASS|MISS) ", out, flags=re.MULTILINE)) == 3
+    assert len(re.findall(r"^- (PASS|MISS) ", out, flags=re.MULTILINE)) == 4
+    assert "best of ours trained for half the epochs" in out
 
 
 def test_speed_prints_ratios_disk_and_memory():
