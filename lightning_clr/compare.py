@@ -99,7 +99,7 @@ def _bounds(log_dir: Path) -> tuple[float | None, float | None]:
     if not hparams.is_file():
         return None, None
     values = _read_yaml(hparams) or {}
-    get = lambda key: float(values[key]) if values.get(key) is not None else None  # noqa: E731
+    get = lambda key: float(values[key]) if values.get(key) is not None else None
     return get("range_test/base_lr"), get("range_test/max_lr")
 
 
@@ -159,7 +159,7 @@ def summarize(run: Run, target: float) -> dict[str, Any]:
 
 def format_table(rows: Sequence[dict[str, Any]], target: float) -> str:
     """A Markdown table of :func:`summarize` rows."""
-    fmt = lambda v: "-" if v is None else f"{v:.3g}"  # noqa: E731
+    fmt = lambda v: "-" if v is None else f"{v:.3g}"
     has_ensemble = any(r["ensemble"] is not None for r in rows)
     head = ["run", "schedule", "base_lr", "max_lr", "best val/acc (epoch)", "final val/acc",
             f"epochs to {target:g}"] + (["best ensemble/val_acc"] if has_ensemble else [])

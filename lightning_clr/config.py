@@ -150,7 +150,7 @@ def one_line(err: BaseException) -> str:
     cause = err.__cause__
     if isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and cause.full_key:
         parent = getattr(cause, "parent_node", None)
-        known = [str(k) for k in parent.keys() if k not in ("_target_", "hydra")] if parent is not None else []
+        known = [str(k) for k in parent if k not in ("_target_", "hydra")] if parent is not None else []
         line = f"{cause.full_key}: unknown key; check the spelling"
         line += f", known: {', '.join(known)}" if known else ""
         hint = next((s for s in str(err).splitlines() if s.startswith("To append to your config use +")), None)

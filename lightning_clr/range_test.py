@@ -27,6 +27,7 @@ from lightning_clr.logging import log_range_test
 from lightning_clr.selection import RULES, select_bounds
 from lightning_clr.sweep import SWEEP_MODES, run_sweep, sweep_lrs
 
+
 class RangeTestError(RuntimeError):
     """The range test could not produce a usable curve (e.g. NaN loss at the first step)."""
 

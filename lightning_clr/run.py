@@ -34,7 +34,7 @@ def config_dir() -> str:
     spec = importlib.util.find_spec("lightning_clr.conf")
     if spec is not None and spec.submodule_search_locations:
         return str(Path(next(iter(spec.submodule_search_locations))).resolve())
-    return str((Path(__file__).resolve().parents[1] / "conf"))
+    return str(Path(__file__).resolve().parents[1] / "conf")
 
 
 def _make(key: str, node: Any, **kwargs: Any) -> Any:

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Bounds", "RULES", "select_bounds", "smith", "steepest", "valid_prefix", "valley"]
+__all__ = ["RULES", "Bounds", "select_bounds", "smith", "steepest", "valid_prefix", "valley"]
 
 ArrayLike = Sequence[float] | np.ndarray
 

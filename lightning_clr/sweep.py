@@ -128,12 +128,12 @@ def _batches(trainer: L.Trainer, loaders: list[Any]) -> Iterator[tuple[Any, int]
         from lightning.pytorch.utilities.combined_loader import CombinedLoader
 
         combined = CombinedLoader(trainer.fit_loop._combined_loader.iterables, "max_size_cycle")
-        make = lambda: (b for b, _, _ in iter(combined))  # noqa: E731
+        make = lambda: (b for b, _, _ in iter(combined))
     else:
         loader = loaders[0]
         # a persistent-worker loader hands out one shared iterator; the epoch's own must stay untouched
         private = isinstance(loader, DataLoader) and loader.persistent_workers and loader.num_workers > 0
-        make = (lambda: loader._get_iterator()) if private else (lambda: iter(loader))  # noqa: E731
+        make = (lambda: loader._get_iterator()) if private else (lambda: iter(loader))
     index, passes = 0, 0
     while True:
         empty = True

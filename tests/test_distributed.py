@@ -34,8 +34,8 @@ from lightning.pytorch.plugins import MixedPrecision
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lightning_clr import LRRangeTest, schedules
-from lightning_clr.sweep import sweep_lrs
 from lightning_clr.run import config_dir
+from lightning_clr.sweep import sweep_lrs
 from tests.helpers import tiny_data, tiny_model, tiny_trainer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -218,11 +218,11 @@ def readme_commands() -> list[tuple[str, list[str], dict[str, str], list[str]]]:
     in the README's multi-node section (continued lines joined, ``$SLURM_JOB_ID`` filled in)."""
     text = (ROOT / "README.md").read_text()
     section = text.split("## Multi-GPU and multi-node", 1)[1].split("\n## ", 1)[0]
-    blocks = re.findall(r"```bash\n(.*?)```", section, flags=re.S)
+    blocks = re.findall(r"```bash\n(.*?)```", section, flags=re.DOTALL)
     commands = []
     for block in blocks:
         block = block.replace("\\\n", " ")
-        sbatch = dict(re.findall(r"^#SBATCH --([\w-]+)=(\S+)", block, flags=re.M))
+        sbatch = dict(re.findall(r"^#SBATCH --([\w-]+)=(\S+)", block, flags=re.MULTILINE))
         for line in block.splitlines():
             if "lightning_clr.run" not in line or line.lstrip().startswith("#"):
                 continue

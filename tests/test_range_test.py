@@ -12,8 +12,8 @@ import torch
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from lightning_clr import LRRangeTest, RangeTestError, schedules
-from lightning_clr.sweep import sweep_lrs
 from lightning_clr.snapshot import rng_state
+from lightning_clr.sweep import sweep_lrs
 from tests.helpers import LRRecorder, tiny_data, tiny_model, tiny_trainer
 
 

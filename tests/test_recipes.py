@@ -9,12 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import lightning_clr.recipes
 import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-import lightning_clr.recipes
 from lightning_clr.data import CIFAR10DataModule, FakeCIFAR10DataModule
 from lightning_clr.data.cifar import random_crop_flip
 from lightning_clr.run import build, config_dir

@@ -214,7 +214,7 @@ class TestSGDR:
         lrs = self.lrs(SGDR(cycle_steps=10, cycle_mult=1.5), 90)
         for restart in (0, 10, 25, 48, 82):
             assert lrs[restart] == pytest.approx(0.1, rel=1e-12)
-        cosine = lambda t, length: 0.01 + 0.045 * (1 + math.cos(math.pi * t / length))  # noqa: E731
+        cosine = lambda t, length: 0.01 + 0.045 * (1 + math.cos(math.pi * t / length))
         assert lrs[9] == pytest.approx(cosine(9, 10), rel=1e-12)
         assert lrs[24] == pytest.approx(cosine(14, 15), rel=1e-12)
         assert lrs[47] == pytest.approx(cosine(22, 23), rel=1e-12)

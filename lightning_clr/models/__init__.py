@@ -2,7 +2,7 @@
 
 from lightning_clr.models.caffe_cifar import CaffeCifar10Full
 from lightning_clr.models.classifier import Classifier
-from lightning_clr.models.nets import MLP, CNN1D
+from lightning_clr.models.nets import CNN1D, MLP
 from lightning_clr.models.resnet import CifarResNet, WideResNet
 
-__all__ = ["CaffeCifar10Full", "CifarResNet", "Classifier", "CNN1D", "MLP", "WideResNet"]
+__all__ = ["CNN1D", "MLP", "CaffeCifar10Full", "CifarResNet", "Classifier", "WideResNet"]
