@@ -39,7 +39,6 @@ from common import (
     geo_mean,
     lightning_lr,
     machine,
-    markdown,
     mean,
     mnist1d,
     setup,
@@ -49,6 +48,7 @@ from common import (
 )
 
 from lightning_clr import LRRangeTest, schedules
+from lightning_clr.compare import markdown
 
 SEEDS = (0, 1, 2)
 SCHEDULES = ("Constant", "Triangular", "Triangular2", "ExpRange", "SGDR", "OneCycle")

@@ -41,12 +41,13 @@ from unittest import mock
 
 import lightning as L
 import torch
-from common import TASKS, machine, markdown, mnist1d, setup, steps_per_epoch, trainer
+from common import TASKS, machine, mnist1d, setup, steps_per_epoch, trainer
 from lightning.pytorch.callbacks.lr_finder import LearningRateFinder
 from lightning.pytorch.tuner import Tuner
 from torch.optim.lr_scheduler import CosineAnnealingWarmRestarts, CyclicLR
 
 from lightning_clr import LRRangeTest, schedules
+from lightning_clr.compare import markdown
 from lightning_clr.snapshot import TrainingSnapshot
 
 BOUNDS = (0.05, 0.25)  # for the hand-configured side; the time per step does not depend on them

@@ -36,9 +36,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from common import TASKS, Run, machine, markdown, mean, mnist1d, range_curve, setup, steps_per_epoch, train
+from common import TASKS, Run, machine, mean, mnist1d, range_curve, setup, steps_per_epoch, train
 
 from lightning_clr import LRRangeTest, schedules, selection
+from lightning_clr.compare import markdown
 from lightning_clr.selection import select_bounds
 
 TUNE_SEEDS = (100, 101, 102)  # outcome.py publishes seeds 0, 1, 2

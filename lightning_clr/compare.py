@@ -163,14 +163,21 @@ def format_table(rows: Sequence[dict[str, Any]], target: float) -> str:
     has_ensemble = any(r["ensemble"] is not None for r in rows)
     head = ["run", "schedule", "base_lr", "max_lr", "best val/acc (epoch)", "final val/acc",
             f"epochs to {target:g}"] + (["best ensemble/val_acc"] if has_ensemble else [])
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    table = []
     for r in rows:
         cells = [r["run"], r["schedule"], fmt(r["base_lr"]), fmt(r["max_lr"]),
                  f"{r['best']:.4f} ({r['best_epoch']})", f"{r['final']:.4f}",
                  str(r["to_target"]) if r["to_target"] is not None else f"not in {r['epochs']}"]
         if has_ensemble:
             cells.append("-" if r["ensemble"] is None else f"{r['ensemble']:.4f}")
-        lines.append("| " + " | ".join(cells) + " |")
+        table.append(cells)
+    return markdown(head, table)
+
+
+def markdown(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A GitHub Markdown table; numbers are formatted by the caller."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
 
 

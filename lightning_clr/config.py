@@ -170,8 +170,6 @@ def _text(err: BaseException) -> str:
     return " ".join(line for line in lines if line and not line.startswith(skip))
 
 
-
-
 def checkpoint_path(cfg: DictConfig) -> str | None:
     """``cfg.ckpt_path`` (``ckpt_path=...`` or ``+ckpt_path=...`` on the command line), checked to exist.
 

@@ -60,11 +60,7 @@ def schedule_cycle_ends(trainer: L.Trainer, schedule: Schedule | None = None) ->
         raise MisconfigurationException(
             "cycle ends need the length of the run; set max_epochs or max_steps on the Trainer."
         )
-    if finder is not None:
-        per_epoch = finder.steps_per_epoch(trainer)
-    else:
-        per_epoch = max(1, math.ceil(int(trainer.num_training_batches) / trainer.accumulate_grad_batches))
-    return spec.cycle_ends(steps_per_epoch=per_epoch, total_steps=int(total))
+    return spec.cycle_ends(steps_per_epoch=LRRangeTest.steps_per_epoch(trainer), total_steps=int(total))
 
 
 def split_batch(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:

@@ -78,6 +78,14 @@ def filter_normalized_direction(
     return directions
 
 
+def _check_sigmas(sigmas: Sequence[float]) -> tuple[float, ...]:
+    """``sigmas`` as a tuple of floats, checked to be a non-empty set of positive scales."""
+    values = tuple(float(s) for s in sigmas)
+    if not values or any(not s > 0 for s in values):
+        raise ValueError(f"sigmas must be positive noise scales such as [0.05, 0.1, 0.2], got {list(values)}")
+    return values
+
+
 @torch.no_grad()
 def measure_flatness(
     model: nn.Module,
@@ -116,8 +124,7 @@ def measure_flatness(
     batches = list(batches)
     if not batches:
         raise ValueError("measure_flatness needs at least one batch, got none")
-    if not sigmas or any(not float(s) > 0 for s in sigmas):
-        raise ValueError(f"sigmas must be positive noise scales such as (0.05, 0.1, 0.2), got {tuple(sigmas)}")
+    sigmas = _check_sigmas(sigmas)
     if num_directions < 1:
         raise ValueError(f"num_directions must be >= 1, got {num_directions}")
     params = [p for p in model.parameters() if p.requires_grad]
@@ -131,7 +138,7 @@ def measure_flatness(
     model.eval()
     try:
         base = mean_loss()
-        totals = {float(s): 0.0 for s in sigmas}
+        totals = dict.fromkeys(sigmas, 0.0)
         for _ in range(num_directions):
             directions = filter_normalized_direction(saved, generator, perturb_1d)  # norms of the unperturbed weights
             for sigma in totals:
@@ -187,9 +194,7 @@ class FlatnessProbe(Callback):
         loss_fn: LossFn | None = None,
         perturb_1d: bool = False,
     ) -> None:
-        sigmas = tuple(float(s) for s in sigmas)
-        if not sigmas or any(not s > 0 for s in sigmas):
-            raise ValueError(f"sigmas must be positive noise scales such as [0.05, 0.1, 0.2], got {sigmas}")
+        sigmas = _check_sigmas(sigmas)
         if num_batches < 1 or num_directions < 1:
             raise ValueError(f"num_batches ({num_batches}) and num_directions ({num_directions}) must be >= 1")
         if every_n_epochs is not None and every_n_epochs < 1:

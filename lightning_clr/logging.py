@@ -83,12 +83,9 @@ def log_range_test(trainer: L.Trainer, result: RangeTestResult) -> None:
             logger.log_metrics({"range_test/lr": lr, "range_test/loss": loss, "range_test/loss_raw": raw}, step=i)
         logger.log_hyperparams(bounds)
         if isinstance(logger, TensorBoardLogger):
-            import matplotlib.pyplot as plt
-
             fig = plot_range_test(result)
             fig.savefig(Path(logger.log_dir) / "range_test.png")
-            logger.experiment.add_figure("range_test/curve", fig, global_step=0, close=True)
-            plt.close(fig)
+            logger.experiment.add_figure("range_test/curve", fig, global_step=0, close=True)  # closes fig
         logger.save()
 
 

@@ -233,7 +233,7 @@ class LRRangeTest(Callback):
         else:
             self.result = self._run(trainer, pl_module, optimizer, ratios)
             log_range_test(trainer, self.result)
-        self._install(trainer, optimizer, self.result)
+        self._install(trainer, optimizer, self.result, per_epoch, total)
 
     @override
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -268,10 +268,7 @@ class LRRangeTest(Callback):
         """Build the schedule on ``optimizer`` and undo it; the spec's complaint, or ``None`` if it builds."""
         saved = [dict(group) for group in optimizer.param_groups]
         try:
-            self._schedule.build(
-                optimizer, [bounds[0] * r for r in ratios], [bounds[1] * r for r in ratios],
-                steps_per_epoch=per_epoch, total_steps=total,
-            )
+            self._build(optimizer, ratios, bounds, per_epoch, total)
         except ValueError as err:
             return str(err)
         finally:
@@ -379,7 +376,8 @@ class LRRangeTest(Callback):
 
     # ------------------------------------------------------------------ schedule
 
-    def steps_per_epoch(self, trainer: L.Trainer) -> int:
+    @staticmethod
+    def steps_per_epoch(trainer: L.Trainer) -> int:
         """Optimizer steps per epoch on each process, as Lightning will run them."""
         batches = trainer.num_training_batches
         if not math.isfinite(batches):
@@ -395,22 +393,35 @@ class LRRangeTest(Callback):
         total = trainer.estimated_stepping_batches
         return self.steps_per_epoch(trainer), int(total) if math.isfinite(total) else None
 
-    def _install(self, trainer: L.Trainer, optimizer: torch.optim.Optimizer, result: RangeTestResult) -> None:
+    def _build(
+        self,
+        optimizer: torch.optim.Optimizer,
+        ratios: list[float],
+        bounds: tuple[float, float],
+        per_epoch: int,
+        total: int | None,
+    ) -> torch.optim.lr_scheduler.LRScheduler:
+        """The schedule between ``bounds`` (the first param group's), every group scaled by its ratio."""
+        base, top = bounds
+        return self._schedule.build(
+            optimizer, [base * r for r in ratios], [top * r for r in ratios], steps_per_epoch=per_epoch, total_steps=total
+        )
+
+    def _install(
+        self,
+        trainer: L.Trainer,
+        optimizer: torch.optim.Optimizer,
+        result: RangeTestResult,
+        per_epoch: int,
+        total: int | None,
+    ) -> None:
         if trainer.lr_scheduler_configs:
             names = ", ".join(type(c.scheduler).__name__ for c in trainer.lr_scheduler_configs)
             rank_zero_warn(
                 f"LRRangeTest: replacing the scheduler from configure_optimizers ({names}) with "
                 f"{type(self._schedule).__name__} between the found bounds."
             )
-        per_epoch, total = self._step_counts(trainer)
-        ratios = result.group_ratios
-        self.scheduler = self._schedule.build(
-            optimizer,
-            [result.base_lr * r for r in ratios],
-            [result.max_lr * r for r in ratios],
-            steps_per_epoch=per_epoch,
-            total_steps=total,
-        )
+        self.scheduler = self._build(optimizer, result.group_ratios, (result.base_lr, result.max_lr), per_epoch, total)
         self._total_steps = total
         trainer.strategy.lr_scheduler_configs = [LRSchedulerConfig(self.scheduler, interval="step", name="lr")]
         rank_zero_info(

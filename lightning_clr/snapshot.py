@@ -63,6 +63,13 @@ def _generators(loaders: list[Any]) -> list[torch.Generator]:
     return found
 
 
+def _tensors(module: nn.Module) -> dict[str, torch.Tensor]:
+    """Every parameter (``p:<name>``) and buffer (``b:<name>``) of ``module``, shared ones under each name."""
+    tensors = {f"p:{k}": v for k, v in module.named_parameters(remove_duplicate=False)}
+    tensors.update({f"b:{k}": v for k, v in module.named_buffers(remove_duplicate=False)})
+    return tensors
+
+
 @dataclass
 class TrainingSnapshot:
     """What :meth:`take` saw; :meth:`restore` writes it back in place.
@@ -89,15 +96,13 @@ class TrainingSnapshot:
         scaler: Any = None,
         loaders: list[Any] = (),
     ) -> TrainingSnapshot:
-        tensors = {f"p:{k}": v for k, v in module.named_parameters(remove_duplicate=False)}
-        tensors.update({f"b:{k}": v for k, v in module.named_buffers(remove_duplicate=False)})
         metrics = {
             name: (to_cpu(m.metric_state), m._update_count, to_cpu(m._computed))
             for name, m in module.named_modules()
             if isinstance(m, Metric)
         }
         return cls(
-            tensors={k: to_cpu(v) for k, v in tensors.items()},
+            tensors={k: to_cpu(v) for k, v in _tensors(module).items()},
             modes={name: m.training for name, m in module.named_modules()},
             optimizers=[to_cpu(opt.state_dict()) for opt in optimizers],
             schedulers=[to_cpu(s.state_dict()) for s in schedulers],
@@ -115,8 +120,7 @@ class TrainingSnapshot:
         scaler: Any = None,
     ) -> None:
         with torch.no_grad():
-            live = {f"p:{k}": v for k, v in module.named_parameters(remove_duplicate=False)}
-            live.update({f"b:{k}": v for k, v in module.named_buffers(remove_duplicate=False)})
+            live = _tensors(module)
             for key, saved in self.tensors.items():
                 live[key].copy_(saved)
         for name, m in module.named_modules():
