@@ -25,6 +25,7 @@ from typing_extensions import override
 from lightning_clr import schedules as _schedules
 from lightning_clr.logging import log_range_test
 from lightning_clr.selection import RULES, select_bounds
+from lightning_clr.steps import SPEC_ATTR
 from lightning_clr.sweep import SWEEP_MODES, run_sweep, sweep_lrs
 
 
@@ -422,6 +423,7 @@ class LRRangeTest(Callback):
                 f"{type(self._schedule).__name__} between the found bounds."
             )
         self.scheduler = self._build(optimizer, result.group_ratios, (result.base_lr, result.max_lr), per_epoch, total)
+        setattr(self.scheduler, SPEC_ATTR, self._schedule)  # steps.installed_schedule finds the spec here
         self._total_steps = total
         trainer.strategy.lr_scheduler_configs = [LRSchedulerConfig(self.scheduler, interval="step", name="lr")]
         rank_zero_info(
