@@ -13,7 +13,6 @@ Tags written: ``ensemble/val_loss`` (negative log-likelihood of the averaged pro
 from __future__ import annotations
 
 import copy
-import math
 import re
 import uuid
 from collections.abc import Mapping, Sequence
@@ -26,55 +25,15 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_warn
-from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from torch import nn
 from torch.func import functional_call
 from typing_extensions import override
 
-from lightning_clr.range_test import LRRangeTest
+from lightning_clr import steps
+from lightning_clr.batches import BatchLayout, Picker, first_batch
 from lightning_clr.schedules import Schedule
 
 SNAPSHOT_FILE = re.compile(r"^cycle_(\d+)\.pt$")
-
-
-def schedule_cycle_ends(trainer: L.Trainer, schedule: Schedule | None = None) -> list[int]:
-    """Optimizer-step counts at which the schedule's cycles end in this ``fit``.
-
-    Args:
-        trainer: a Trainer whose data is set up (call from ``on_train_start`` or later).
-        schedule: the schedule spec; ``None`` takes the one of the :class:`LRRangeTest`
-            among ``trainer.callbacks``.
-
-    Raises:
-        MisconfigurationException: without a schedule, or when the run length is unknown.
-    """
-    finder = next((c for c in trainer.callbacks if isinstance(c, LRRangeTest)), None)
-    spec = schedule if schedule is not None else (finder.schedule if finder is not None else None)
-    if spec is None:
-        raise MisconfigurationException(
-            "no schedule to take cycle ends from: add an LRRangeTest to the Trainer's callbacks "
-            "or pass schedule=<a lightning_clr.schedules spec>."
-        )
-    total = trainer.estimated_stepping_batches
-    if not math.isfinite(total):
-        raise MisconfigurationException(
-            "cycle ends need the length of the run; set max_epochs or max_steps on the Trainer."
-        )
-    return spec.cycle_ends(steps_per_epoch=LRRangeTest.steps_per_epoch(trainer), total_steps=int(total))
-
-
-def split_batch(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(inputs, targets)`` of a classification batch given as a tuple or list.
-
-    Raises:
-        TypeError: for any other batch layout.
-    """
-    if isinstance(batch, (tuple, list)) and len(batch) >= 2:
-        return batch[0], batch[1]
-    raise TypeError(
-        f"expected a batch (inputs, targets), got {type(batch).__name__}; pass a loss_fn/forward "
-        "that understands your batch layout"
-    )
 
 
 @dataclass
@@ -107,8 +66,17 @@ class SnapshotEnsemble(Callback):
     With two or more snapshots, every validation also runs the last ``m`` snapshots on the
     validation batches (recomputed only when a snapshot joins) and logs ``ensemble/val_loss``,
     ``ensemble/val_acc`` and ``ensemble/size`` next to ``val/*``. Validation batches must be
-    ``(inputs, targets)`` and the module's ``forward`` must return logits. Strategies that
+    taken apart by ``inputs`` and ``target`` (a :class:`~lightning_clr.batches.BatchLayout`):
+    ``(x, y)`` pairs by default, a dict with ``inputs="x", target="y"``, a model with several
+    inputs with ``inputs=[0, 1], target=2``; the module's ``forward(*inputs)`` must return
+    logits. The layout is checked on the first training batch at the start of ``fit`` and on
+    the first validation batch before the first training step, running the model once on
+    each; a mismatch fails there with one line naming ``inputs``/``target``. Strategies that
     shard parameters (FSDP, DeepSpeed stage 3) are not supported.
+
+    Which schedules give an ensemble: those with several cycle ends in the run, SGDR
+    (``num_cycles >= 2``) and the triangular family with more than one cycle. 1cycle and the
+    annealings end once, at the last step, so they give one snapshot and a warning.
 
     Args:
         num_snapshots: ``m``, the number of most recent snapshots to ensemble (and to keep in
@@ -118,9 +86,14 @@ class SnapshotEnsemble(Callback):
         dirpath: folder for the weights files; ``None`` picks the run's checkpoint folder.
         save_weights: write a weights file per snapshot.
         evaluate: score the ensemble at each validation.
+        inputs: where the model's inputs are in a batch: a position, a key, a list of those
+            (a model with several inputs), or a callable taking the batch.
+        target: where the integer class labels are: a position, a key, or a callable.
 
     Raises:
         ValueError: for ``num_snapshots < 2``.
+        lightning_clr.batches.BatchLayoutError: at the start of ``fit``, when ``inputs`` /
+            ``target`` do not fit the batches.
 
     Example::
 
@@ -141,6 +114,8 @@ class SnapshotEnsemble(Callback):
         dirpath: str | Path | None = None,
         save_weights: bool = True,
         evaluate: bool = True,
+        inputs: Picker = 0,
+        target: Picker = 1,
     ) -> None:
         if num_snapshots is not None and (isinstance(num_snapshots, bool) or int(num_snapshots) < 2):
             raise ValueError(
@@ -152,6 +127,7 @@ class SnapshotEnsemble(Callback):
         self._schedule = schedule
         self._dirpath = Path(dirpath) if dirpath is not None else None
         self._save, self._evaluate = save_weights, evaluate
+        self.layout = BatchLayout(inputs, target, owner="SnapshotEnsemble")
         self.snapshots: list[Snapshot] = []
         self.dirpath: Path | None = self._dirpath
         self.cycle_ends: list[int] = []
@@ -162,8 +138,21 @@ class SnapshotEnsemble(Callback):
     # ------------------------------------------------------------------ snapshots
 
     @override
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._evaluate:  # fail before any step (and before a range test that may come later)
+            trainer.fit_loop.setup_data()
+            self._check(trainer, pl_module, trainer.train_dataloader)
+
+    def _check(self, trainer: L.Trainer, pl_module: L.LightningModule, loaders: Any) -> None:
+        batch = first_batch(loaders)
+        if batch is not None:
+            self.layout.check(trainer.strategy.batch_to_device(batch), pl_module)
+
+    @override
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.cycle_ends = schedule_cycle_ends(trainer, self._schedule)
+        if self._evaluate:  # the validation loaders exist from here on
+            self._check(trainer, pl_module, trainer.val_dataloaders)
+        self.cycle_ends = steps.cycle_ends(trainer, self._schedule)
         if len(self.cycle_ends) < 2:
             rank_zero_warn(
                 f"SnapshotEnsemble: the schedule ends {len(self.cycle_ends)} cycle(s) in "
@@ -249,9 +238,9 @@ class SnapshotEnsemble(Callback):
     ) -> None:
         if self._members is None:
             return
-        x, y = split_batch(batch)
+        args, y = self.layout.split(batch)
         with trainer.precision_plugin.val_step_context():
-            probs = ensemble_probs(pl_module, self._members, x)
+            probs = ensemble_probs(pl_module, self._members, *args)
         nll = F.nll_loss(probs.clamp_min(torch.finfo(probs.dtype).tiny).log(), y, reduction="sum")
         correct = (probs.argmax(dim=1) == y).sum()
         self._sums[0] += nll.double()
@@ -276,20 +265,20 @@ class SnapshotEnsemble(Callback):
         pl_module.log("ensemble/size", float(len(self._cache[0])), on_epoch=True, sync_dist=True)
 
 
-def ensemble_probs(model: nn.Module, states: Sequence[Mapping[str, torch.Tensor]], x: torch.Tensor) -> torch.Tensor:
-    """Mean of ``softmax(model(x))`` over the weights in ``states`` (the module itself is untouched).
+def ensemble_probs(model: nn.Module, states: Sequence[Mapping[str, torch.Tensor]], *inputs: Any) -> torch.Tensor:
+    """Mean of ``softmax(model(*inputs))`` over the weights in ``states`` (the module itself is untouched).
 
     Args:
         model: the module whose ``forward`` returns logits.
         states: ``state_dict``-like mappings, on the module's device.
-        x: a batch of inputs.
+        inputs: the model's inputs for one batch.
 
     Returns:
         ``(batch, classes)`` probabilities in float32.
     """
     total = None
     for state in states:
-        probs = F.softmax(functional_call(model, dict(state), (x,)).float(), dim=1)
+        probs = F.softmax(functional_call(model, dict(state), inputs).float(), dim=1)
         total = probs if total is None else total + probs
     assert total is not None, "need at least one state"
     return total / len(states)
@@ -336,8 +325,8 @@ class EnsembleModel(nn.Module):
             members.append(member.eval())
         self.members = nn.ModuleList(members)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        probs = [F.softmax(member(x).float(), dim=1) for member in self.members]
+    def forward(self, *inputs: Any) -> torch.Tensor:
+        probs = [F.softmax(member(*inputs).float(), dim=1) for member in self.members]
         return torch.stack(probs).mean(dim=0)
 
 

@@ -33,16 +33,29 @@ from lightning_utilities.core.apply_func import apply_to_collection
 from torch import nn
 from typing_extensions import override
 
-from lightning_clr.ensemble import schedule_cycle_ends, split_batch
+from lightning_clr import steps
+from lightning_clr.batches import BatchLayout, Picker, first_batch
 from lightning_clr.schedules import Schedule
 
 LossFn = Callable[[nn.Module, Any], torch.Tensor]
 
 
-def cross_entropy_loss(model: nn.Module, batch: Any) -> torch.Tensor:
-    """Mean cross-entropy of ``model(inputs)`` on an ``(inputs, targets)`` batch."""
-    x, y = split_batch(batch)
-    return F.cross_entropy(model(x).float(), y)
+class CrossEntropyLoss:
+    """``loss_fn(model, batch)``: mean cross-entropy of ``model(*inputs)`` against the target.
+
+    Args:
+        layout: how a batch splits into the model's inputs and the target; ``(x, y)`` by default.
+    """
+
+    def __init__(self, layout: BatchLayout | None = None) -> None:
+        self.layout = layout or BatchLayout(owner="FlatnessProbe")
+
+    def __call__(self, model: nn.Module, batch: Any) -> torch.Tensor:
+        args, y = self.layout.split(batch)
+        return F.cross_entropy(model(*args).float(), y)
+
+
+cross_entropy_loss = CrossEntropyLoss()  # the default loss of measure_flatness, on (x, y) batches
 
 
 def filter_normalized_direction(
@@ -172,11 +185,17 @@ class FlatnessProbe(Callback):
         seed: seed of the directions (the same at every measurement).
         every_n_epochs: measure at the end of every n-th epoch instead of at cycle ends.
         schedule: the schedule whose cycle ends to use; ``None`` takes the LRRangeTest's.
-        loss_fn: ``loss_fn(model, batch)``; cross-entropy on ``(inputs, targets)`` by default.
+        loss_fn: ``loss_fn(model, batch)``; by default the cross-entropy of ``model(*inputs)``
+            against the target, the batch taken apart by ``inputs`` and ``target``.
         perturb_1d: also perturb biases and norm parameters.
+        inputs: where the model's inputs are in a batch (for the default loss): a position,
+            a key, a list of those (a model with several inputs), or a callable taking the batch.
+        target: where the integer class labels are: a position, a key, or a callable.
 
     Raises:
         ValueError: for a setting out of range.
+        lightning_clr.batches.BatchLayoutError: at the start of ``fit``, when ``inputs`` /
+            ``target`` do not fit the first training batch (checked only for the default loss).
 
     Example::
 
@@ -193,6 +212,8 @@ class FlatnessProbe(Callback):
         schedule: Schedule | None = None,
         loss_fn: LossFn | None = None,
         perturb_1d: bool = False,
+        inputs: Picker = 0,
+        target: Picker = 1,
     ) -> None:
         sigmas = _check_sigmas(sigmas)
         if num_batches < 1 or num_directions < 1:
@@ -201,16 +222,26 @@ class FlatnessProbe(Callback):
             raise ValueError(f"every_n_epochs must be >= 1 or None (cycle ends), got {every_n_epochs}")
         self._sigmas, self._num_batches, self._num_directions = sigmas, int(num_batches), int(num_directions)
         self._seed, self._every, self._schedule = int(seed), every_n_epochs, schedule
-        self._loss_fn = loss_fn or cross_entropy_loss
+        self.layout = BatchLayout(inputs, target, owner="FlatnessProbe")
+        self._check_layout = loss_fn is None
+        self._loss_fn = loss_fn or CrossEntropyLoss(self.layout)
         self._perturb_1d = perturb_1d
         self._batches: list[Any] = []
         self._ends: set[int] = set()
         self.history: list[dict[str, float]] = []
 
     @override
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._check_layout:  # fail before any step, not at the first cycle end
+            trainer.fit_loop.setup_data()
+            batch = first_batch(trainer.train_dataloader)
+            if batch is not None:
+                self.layout.check(trainer.strategy.batch_to_device(batch), pl_module)
+
+    @override
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._every is None:
-            self._ends = set(schedule_cycle_ends(trainer, self._schedule))
+            self._ends = set(steps.cycle_ends(trainer, self._schedule))
 
     @override
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,

@@ -1,18 +1,24 @@
-"""Snapshot ensembles: one snapshot per finished SGDR cycle, files, and the logged ensemble metric."""
+"""Snapshot ensembles: one snapshot per finished cycle (SGDR, triangular2), files, the logged ensemble
+metric, batches that are not (x, y) pairs, and a wrong batch layout refused before the first step."""
 
 from __future__ import annotations
 
 import copy
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_clr import LRRangeTest, SnapshotEnsemble, load_ensemble, schedules
-from lightning_clr.ensemble import schedule_cycle_ends, snapshot_files
+from lightning_clr import FlatnessProbe, LRRangeTest, SnapshotEnsemble, load_ensemble, schedules
+from lightning_clr.batches import BatchLayoutError
+from lightning_clr.ensemble import snapshot_files
+from lightning_clr.models import MLP, Classifier
 from tests.helpers import tiny_data, tiny_model, tiny_trainer
 
 CYCLE = 8  # SGDR cycle in optimizer steps; 16 steps per epoch, 2 epochs: cycles end at 8, 16, 24, 32
@@ -105,7 +111,8 @@ def test_state_dict_round_trip_reloads_the_files(sgdr_fit, tmp_path):
 
 def test_cycle_ends_need_a_schedule(tmp_path):
     with pytest.raises(MisconfigurationException, match="add an LRRangeTest"):
-        schedule_cycle_ends(tiny_trainer(tmp_path))
+        trainer = tiny_trainer(tmp_path, max_steps=2, callbacks=[SnapshotEnsemble()])  # no LRRangeTest, no schedule
+        trainer.fit(tiny_model(), datamodule=tiny_data())
 
 
 @pytest.mark.parametrize("m", [0, 1, True])
@@ -117,3 +124,177 @@ def test_an_ensemble_needs_two_members(m):
 def test_load_ensemble_names_the_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="no snapshot files"):
         load_ensemble(tiny_model(), tmp_path)
+
+
+# ---------------------------------------------------------------- other schedules, other batch layouts
+
+
+def test_triangular2_snapshots_at_each_cycle_end(tmp_path):
+    finder = LRRangeTest(schedule=schedules.Triangular2(step_size=4), bounds=(0.01, 0.2))  # cycles of 8 steps
+    snapshots = SnapshotEnsemble(num_snapshots=2, save_weights=False)
+    trainer = tiny_trainer(tmp_path, max_epochs=1, callbacks=[finder, snapshots])
+    trainer.fit(tiny_model(), datamodule=tiny_data())
+    assert snapshots.cycle_ends == [8, 16]
+    assert [(s.cycle, s.step) for s in snapshots.snapshots] == [(1, 8), (2, 16)]
+    assert trainer.callback_metrics["ensemble/size"].item() == 2
+
+
+def test_one_cycle_has_no_ensemble_and_says_so(tmp_path):
+    finder = LRRangeTest(schedule=schedules.OneCycle(), bounds=(0.01, 0.2))
+    snapshots = SnapshotEnsemble(save_weights=False)
+    with pytest.warns(UserWarning, match="1 cycle"):
+        tiny_trainer(tmp_path, max_epochs=1, callbacks=[finder, snapshots]).fit(tiny_model(), datamodule=tiny_data())
+    assert [s.step for s in snapshots.snapshots] == [16]
+
+
+def _tensors(train: bool):
+    data = tiny_data()
+    data.setup()
+    loader = data.train_dataloader() if train else data.val_dataloader()
+    return loader.dataset.tensors
+
+
+class DictData(L.LightningDataModule):
+    """The tiny data as dict batches {"signal": x, "label": y}, or as (x[:, :20], x[:, 20:], y) triples."""
+
+    def __init__(self, layout: str) -> None:
+        super().__init__()
+        self.layout = layout
+
+    def _loader(self, train: bool) -> DataLoader:
+        x, y = _tensors(train)
+        if self.layout == "dict":
+            collate = lambda items: {"signal": torch.stack([i[0] for i in items]), "label": torch.stack([i[1] for i in items])}
+        elif self.layout == "tensor":
+            collate = lambda items: torch.stack([i[0] for i in items])
+        else:
+            collate = lambda items: (torch.stack([i[0][:20] for i in items]), torch.stack([i[0][20:] for i in items]),
+                                     torch.stack([i[1] for i in items]))
+        return DataLoader(TensorDataset(x, y), batch_size=32 if train else 256, shuffle=train, collate_fn=collate)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(False)
+
+
+class DictClassifier(Classifier):
+    def training_step(self, batch, batch_idx):
+        return super().training_step((batch["signal"], batch["label"]), batch_idx)
+
+    def validation_step(self, batch, batch_idx):
+        return super().validation_step((batch["signal"], batch["label"]), batch_idx)
+
+
+class TwoInputNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = MLP(40, 4, hidden=(32,))
+
+    def forward(self, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([left, right], dim=1))
+
+
+class TwoInputClassifier(Classifier):
+    def forward(self, left, right):
+        return self.net(left, right)
+
+    def training_step(self, batch, batch_idx):
+        left, right, y = batch
+        loss = F.cross_entropy(self(left, right), y)
+        self.log("train/loss", loss)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        left, right, y = batch
+        self.log("val/loss", F.cross_entropy(self(left, right), y))
+
+
+def _sgd():
+    from functools import partial
+
+    return partial(torch.optim.SGD, lr=0.1, momentum=0.9)
+
+
+@pytest.mark.parametrize(
+    "layout, module, kwargs",
+    [
+        ("dict", lambda: DictClassifier(MLP(40, 4, hidden=(32,)), _sgd(), num_classes=4), {"inputs": "signal", "target": "label"}),
+        ("pair", lambda: TwoInputClassifier(TwoInputNet(), _sgd(), num_classes=4), {"inputs": [0, 1], "target": 2}),
+    ],
+    ids=["dict-batch", "two-input-model"],
+)
+def test_ensemble_on_other_batch_layouts(tmp_path, layout, module, kwargs):
+    torch.manual_seed(0)
+    model = module()
+    finder = LRRangeTest(schedule=schedules.SGDR(cycle_steps=8, cycle_mult=1), bounds=(0.01, 0.2))
+    snapshots = SnapshotEnsemble(num_snapshots=2, **kwargs)
+    probe = FlatnessProbe(sigmas=(0.1,), num_batches=1, num_directions=1, **kwargs)
+    trainer = tiny_trainer(tmp_path, max_epochs=1, callbacks=[finder, snapshots, probe])
+    trainer.fit(model, datamodule=DictData(layout))
+    assert [s.step for s in snapshots.snapshots] == [8, 16] and [h["step"] for h in probe.history] == [8, 16]
+    # the logged score is the mean softmax of the two snapshots, computed by hand on the raw tensors
+    x, y = _tensors(False)
+    args = (x,) if layout == "dict" else (x[:, :20], x[:, 20:])
+    probs = []
+    for snap in snapshots.snapshots:
+        member = module()
+        member.load_state_dict(snap.state)
+        with torch.no_grad():
+            probs.append(F.softmax(member.eval()(*args), dim=1))
+    mean = sum(probs) / 2
+    assert trainer.callback_metrics["ensemble/val_loss"].item() == pytest.approx(F.nll_loss(mean.log(), y).item(), rel=1e-5)
+    assert trainer.callback_metrics["ensemble/val_acc"].item() == pytest.approx((mean.argmax(1) == y).float().mean().item())
+    assert probe.history[-1]["flatness/sigma_0.1"] > 0
+    ensemble = load_ensemble(module(), snapshots.dirpath)
+    with torch.no_grad():
+        torch.testing.assert_close(ensemble(*args), mean, rtol=1e-5, atol=1e-6)
+
+
+class CountSteps(Callback):
+    def __init__(self) -> None:
+        self.batches = 0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.batches += 1
+
+
+@pytest.mark.parametrize(
+    "layout, module, make, match",
+    [
+        ("dict", DictClassifier, lambda: SnapshotEnsemble(), r"^SnapshotEnsemble: no input at position 0 in a dict with keys \['signal', 'label'\] "
+         r"\(inputs=0, target=1\); set SnapshotEnsemble\(inputs=\.\.\., target=\.\.\.\) .* e\.g\. SnapshotEnsemble\(inputs='signal', target='label'\)$"),
+        ("dict", DictClassifier, lambda: FlatnessProbe(), r"^FlatnessProbe: no input at position 0 .* e\.g\. FlatnessProbe\(inputs='signal', target='label'\)$"),
+        ("tensor", Classifier, lambda: SnapshotEnsemble(), r"^SnapshotEnsemble: no input at position 0 in a Tensor of shape \(32, 40\) .*inputs=<callable"),
+        ("pair", TwoInputClassifier, lambda: SnapshotEnsemble(), r"^SnapshotEnsemble: the target is a torch.float32 tensor of shape \(32, 20\), "
+         r"not one integer class label .* e\.g\. SnapshotEnsemble\(inputs=\[0, 1\], target=2\)$"),
+        ("pair", TwoInputClassifier, lambda: SnapshotEnsemble(inputs=0, target=2), r"^SnapshotEnsemble: model\(\*inputs\) failed \(TypeError: .*\) .*set SnapshotEnsemble\(inputs=\.\.\., target=\.\.\.\)"),
+    ],
+    ids=["dict-ensemble", "dict-probe", "plain-tensor", "two-inputs-default", "two-inputs-one-given"],
+)
+def test_wrong_batch_layout_fails_before_the_first_step(tmp_path, layout, module, make, match):
+    torch.manual_seed(0)
+    net = TwoInputNet() if module is TwoInputClassifier else MLP(40, 4, hidden=(32,))
+    model = module(net, _sgd(), num_classes=4)
+    before = copy.deepcopy(model.state_dict())
+    counter = CountSteps()
+    finder = LRRangeTest(schedule=schedules.SGDR(cycle_steps=8, cycle_mult=1), bounds=(0.01, 0.2))
+    trainer = tiny_trainer(tmp_path, max_epochs=1, num_sanity_val_steps=0, callbacks=[finder, make(), counter])
+    with pytest.raises(BatchLayoutError, match=match) as error:
+        trainer.fit(model, datamodule=DictData(layout))
+    assert "\n" not in str(error.value)
+    assert counter.batches == 0 and trainer.global_step == 0  # not one training batch ran
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_the_check_draws_no_random_numbers_from_the_run(tmp_path):
+    # the layout check reads a batch of the shuffled loader: the run must not notice
+    finals = []
+    for extra in ([], [SnapshotEnsemble(num_snapshots=2, save_weights=False), FlatnessProbe(num_batches=1, num_directions=1)]):
+        model = tiny_model()
+        finder = LRRangeTest(schedule=schedules.SGDR(cycle_steps=8, cycle_mult=1), bounds=(0.01, 0.2))
+        L.seed_everything(3)
+        tiny_trainer(tmp_path, max_epochs=1, callbacks=[finder, *extra]).fit(model, datamodule=tiny_data())
+        finals.append(model.state_dict())
+    assert all(torch.equal(finals[0][k], finals[1][k]) for k in finals[0])

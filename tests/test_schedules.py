@@ -110,14 +110,19 @@ TORCH_CASES = [
     pytest.param(ExpRange(step_size=80, gamma=0.999), cyclic("exp_range", 80, gamma=0.999), id="exp_range-gamma"),
     pytest.param(ExpRange(step_size=80), cyclic("exp_range", 80, gamma=0.5 ** (1 / 160)), id="exp_range-derived"),
     pytest.param(
-        SGDR(cycle_steps=100, cycle_mult=1),
+        SGDR(cycle_steps=100, cycle_mult=1, floor=None),  # anneal to base_lr
         at_max(lambda o: CosineAnnealingWarmRestarts(o, T_0=100, T_mult=1, eta_min=BASE)),
-        id="sgdr-mult1",
+        id="sgdr-mult1-base",
     ),
     pytest.param(
-        SGDR(cycle_epochs=1.0, cycle_mult=2),
-        at_max(lambda o: CosineAnnealingWarmRestarts(o, T_0=SPE, T_mult=2, eta_min=BASE)),
-        id="sgdr-mult2",
+        SGDR(cycle_epochs=1.0, cycle_mult=2, floor=0.0),  # to zero, torch's default eta_min
+        at_max(lambda o: CosineAnnealingWarmRestarts(o, T_0=SPE, T_mult=2)),
+        id="sgdr-mult2-zero",
+    ),
+    pytest.param(
+        SGDR(cycle_steps=70, cycle_mult=2, eta_min=5e-3),
+        at_max(lambda o: CosineAnnealingWarmRestarts(o, T_0=70, T_mult=2, eta_min=5e-3)),
+        id="sgdr-eta_min",
     ),
     pytest.param(
         OneCycle(pct_start=0.3),  # torch's default
@@ -209,9 +214,44 @@ class TestSGDR:
         optimizer = make_optimizer()
         return [lr[0] for lr in record(optimizer, build(spec, optimizer, base, peak, total=None, spe=10), steps)[0]]
 
+    @pytest.mark.parametrize(
+        "spec,floor_lr",
+        [
+            (SGDR(cycle_steps=10, cycle_mult=1.5, cycle_decay=0.7, warmup_steps=4), 0.0),  # default floor 0
+            (SGDR(cycle_steps=10, cycle_mult=1.5, cycle_decay=0.7, warmup_steps=4, floor=0.2), 0.02),
+            (SGDR(cycle_steps=10, cycle_mult=1.5, cycle_decay=0.7, warmup_steps=4, eta_min=0.003), 0.003),
+            (SGDR(cycle_steps=10, cycle_mult=1.5, cycle_decay=0.7, warmup_steps=4, floor=None), 0.01),
+        ],
+        ids=["floor-0", "floor-0.2", "eta_min", "base_lr"],
+    )
+    def test_floor_at_every_step(self, spec, floor_lr):
+        # warmup 0.01 -> 0.1 over 4 steps, then restarts at 4 + (0, 10, 25, 48, 82); cycle i peaks at
+        # floor + (0.1 - floor) * 0.7**i and anneals by cosine to the floor
+        assert SGDR.floor == 0.0
+        lrs = self.lrs(spec, 120)
+        starts = [4 + s for s in (0, 10, 25, 48, 82, 132)]
+        for step, lr in enumerate(lrs):
+            if step < 4:
+                expected = 0.01 + 0.09 * step / 4
+            else:
+                i = max(k for k, s in enumerate(starts) if s <= step)
+                peak = floor_lr + (0.1 - floor_lr) * 0.7**i
+                t, length = step - starts[i], starts[i + 1] - starts[i]
+                expected = floor_lr + 0.5 * (peak - floor_lr) * (1 + math.cos(math.pi * t / length))
+            assert lr == pytest.approx(expected, rel=1e-12, abs=1e-15), f"step {step}"
+        assert min(lrs[4:]) >= floor_lr and lrs[starts[2] - 1] < floor_lr + 1e-3  # the bottom of cycle 2
+
+    def test_floor_scales_with_each_groups_max_lr(self):
+        optimizer = make_optimizer(groups=2)
+        scheduler = build(SGDR(cycle_steps=10, cycle_mult=1, floor=0.1), optimizer, [0.01, 0.1], [0.1, 1.0], spe=10)
+        lrs, _ = record(optimizer, scheduler, 20)
+        for step in range(11):
+            expected = 0.01 + 0.5 * 0.09 * (1 + math.cos(math.pi * (step % 10) / 10))
+            assert lrs[step] == pytest.approx([expected, 10 * expected], rel=1e-12)
+
     def test_fractional_mult_restarts(self):
         # T0 = 10, mult 1.5: boundaries 10, 25, 47.5, 81.25 -> restarts at steps 10, 25, 48, 82
-        lrs = self.lrs(SGDR(cycle_steps=10, cycle_mult=1.5), 90)
+        lrs = self.lrs(SGDR(cycle_steps=10, cycle_mult=1.5, floor=None), 90)
         for restart in (0, 10, 25, 48, 82):
             assert lrs[restart] == pytest.approx(0.1, rel=1e-12)
         cosine = lambda t, length: 0.01 + 0.045 * (1 + math.cos(math.pi * t / length))
@@ -222,17 +262,17 @@ class TestSGDR:
         assert all(lrs[i + 1] < lrs[i] for i in range(48, 81))  # monotone within a cycle
 
     def test_cycle_decay_peaks(self):
-        lrs = self.lrs(SGDR(cycle_steps=10, cycle_mult=1, cycle_decay=0.5), 40)
+        lrs = self.lrs(SGDR(cycle_steps=10, cycle_mult=1, cycle_decay=0.5, floor=None), 40)
         assert [lrs[s] for s in (0, 10, 20, 30)] == pytest.approx([0.1, 0.055, 0.0325, 0.02125], rel=1e-12)
 
     def test_warmup_is_linear_then_cycles_shift(self):
-        lrs = self.lrs(SGDR(cycle_steps=20, cycle_mult=2, warmup_epochs=0.5), 70)  # 5 warmup steps
+        lrs = self.lrs(SGDR(cycle_steps=20, cycle_mult=2, warmup_epochs=0.5, floor=None), 70)  # 5 warmup steps
         assert lrs[:6] == pytest.approx([0.01, 0.028, 0.046, 0.064, 0.082, 0.1], rel=1e-12)
         assert lrs[25] == pytest.approx(0.1, rel=1e-12) and lrs[65] == pytest.approx(0.1, rel=1e-12)
         assert lrs[15] == pytest.approx(0.055, rel=1e-12)  # half way through the first cycle
 
     def test_fractional_first_cycle_from_epochs(self):
-        spec = SGDR(cycle_epochs=1.5, cycle_mult=1)  # 7 steps per epoch: T0 = 10.5 steps
+        spec = SGDR(cycle_epochs=1.5, cycle_mult=1, floor=None)  # 7 steps per epoch: T0 = 10.5 steps
         optimizer = make_optimizer()
         lrs = [lr[0] for lr in record(optimizer, build(spec, optimizer, 0.01, 0.1, spe=7), 43)[0]]
         assert spec.cycle_ends(steps_per_epoch=7, total_steps=43) == [11, 21, 32, 42]
@@ -252,11 +292,11 @@ class TestSGDR:
         assert sgdr_lr(restart - 1, 0.01, 0.1, first_cycle=first_cycle, cycle_mult=mult) < 0.02
 
     def test_shrinking_cycles_end_annealed(self):
-        spec = SGDR(cycle_steps=8, cycle_mult=0.5)  # 8, 4, 2, 1 steps, then nothing left
+        spec = SGDR(cycle_steps=8, cycle_mult=0.5, floor=0.05)  # 8, 4, 2, 1 steps, then nothing left
         assert spec.cycle_ends(steps_per_epoch=1, total_steps=100) == [8, 12, 14, 15]
         lrs = self.lrs(spec, 30)
         assert [lrs[s] for s in (0, 8, 12, 14)] == pytest.approx([0.1] * 4, rel=1e-12)
-        assert lrs[15:] == [0.01] * 16
+        assert lrs[15:] == [pytest.approx(0.005, rel=1e-12)] * 16  # stays at the floor, 0.05 * max_lr
 
     @pytest.mark.parametrize(
         "spec,ends",
@@ -423,6 +463,8 @@ class TestValidation:
             (lambda: SGDR(cycle_steps=0), r"cycle_steps must be an integer >= 1 or None, got 0"),
             (lambda: SGDR(warmup_steps=-2), r"warmup_steps must be an integer >= 0 or None, got -2"),
             (lambda: SGDR(warmup_epochs=-1.0), r"warmup_epochs must be >= 0, got -1\.0"),
+            (lambda: SGDR(floor=1.0), r"floor must be in \[0, 1\) \(a fraction of max_lr\) or None, got 1\.0; use 0"),
+            (lambda: SGDR(eta_min=-0.1), r"eta_min must be an LR >= 0 or None, got -0\.1"),
             (lambda: OneCycle(pct_start=1.5), r"pct_start must be in \(0, 1\), got 1\.5"),
             (lambda: OneCycle(pct_start=0.0), r"pct_start must be in \(0, 1\), got 0\.0"),
             (lambda: OneCycle(pct_start=0.6, three_phase=True), r"pct_start must be < 0\.5 .*got 0\.6"),

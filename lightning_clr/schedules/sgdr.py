@@ -1,8 +1,9 @@
 """SGDR: cosine annealing with warm restarts.
 
 Loshchilov & Hutter, "SGDR: Stochastic Gradient Descent with Warm Restarts", ICLR 2017,
-arXiv 1608.03983. Each cycle anneals the LR by a cosine from its peak down to ``base_lr``
-and then restarts; cycle ``i`` lasts ``T0 * cycle_mult**i`` steps.
+arXiv 1608.03983. Each cycle anneals the LR by a cosine from its peak down to a floor
+(``eta_min`` in the paper, which anneals to about zero) and then restarts; cycle ``i`` lasts
+``T0 * cycle_mult**i`` steps.
 
 torch's ``CosineAnnealingWarmRestarts`` accepts only an integer ``T_mult >= 1`` and has no
 warmup or peak decay, so the schedule here is the pure function :func:`sgdr_lr` of the
@@ -49,7 +50,7 @@ def restart_step(cycle: int, first_cycle: float, cycle_mult: float) -> int:
     return _snap_ceil(boundary)
 
 
-def num_cycles(first_cycle: float, cycle_mult: float) -> int | None:
+def shrinking_cycle_limit(first_cycle: float, cycle_mult: float) -> int | None:
     """Number of cycles at least one step long; ``None`` (unbounded) unless ``cycle_mult < 1``."""
     if cycle_mult >= 1.0:
         return None
@@ -63,7 +64,7 @@ def num_cycles(first_cycle: float, cycle_mult: float) -> int | None:
 def cycle_index(t: int, first_cycle: float, cycle_mult: float) -> int | None:
     """Index of the cycle holding step ``t`` (counted after warmup), or ``None`` once shrinking
     cycles (``cycle_mult < 1``) have run out."""
-    n = num_cycles(first_cycle, cycle_mult)
+    n = shrinking_cycle_limit(first_cycle, cycle_mult)
     if n is not None and t >= restart_step(n, first_cycle, cycle_mult):
         return None
     # 1) closed form: t = T0 * (m**i - 1) / (m - 1)  =>  i = log(1 + t * (m - 1) / T0) / log(m)
@@ -90,18 +91,25 @@ def sgdr_lr(
     cycle_mult: float = 1.0,
     cycle_decay: float = 1.0,
     warmup: int = 0,
+    floor_lr: float | None = None,
+    restart_warmup: float = 0.0,
 ) -> float:
     """LR of SGDR at ``step`` (the number of completed optimizer steps).
 
     Args:
         step: Step count, 0 for the first training step.
-        base_lr: LR at the end of every cycle.
+        base_lr: Start of the warmup, and the floor when ``floor_lr`` is None.
         max_lr: Peak LR of the first cycle.
         first_cycle: Length ``T0`` of the first cycle in steps (>= 1, may be fractional).
         cycle_mult: Factor by which each cycle is longer than the previous one (> 0).
-        cycle_decay: Factor by which each peak's height above ``base_lr`` shrinks.
+        cycle_decay: Factor by which each peak's height above the floor shrinks.
         warmup: Steps of linear warmup from ``base_lr`` to ``max_lr`` before the first cycle.
+        floor_lr: LR at the bottom of every cycle (``eta_min``), in ``[0, max_lr]``;
+            ``None`` takes ``base_lr``.
+        restart_warmup: Fraction of every cycle after the first, in ``[0, 1)``, spent rising
+            linearly from the floor to the cycle's peak before the cosine; 0 restarts at once.
     """
+    floor = base_lr if floor_lr is None else floor_lr
     # 1) linear warmup from base_lr to max_lr
     if step < warmup:
         return base_lr + (max_lr - base_lr) * step / warmup
@@ -109,14 +117,26 @@ def sgdr_lr(
     t = step - warmup
     i = cycle_index(t, first_cycle, cycle_mult)
     if i is None:  # 3) shrinking cycles have run out: stay annealed
-        return base_lr
+        return floor
     start = restart_step(i, first_cycle, cycle_mult)
     end = restart_step(i + 1, first_cycle, cycle_mult)
     ratio = (t - start) / (end - start)
     assert 0 <= ratio <= 1
-    # 4) cosine from this cycle's (decayed) peak down to base_lr
-    peak = base_lr + (max_lr - base_lr) * cycle_decay**i
-    return base_lr + 0.5 * (peak - base_lr) * (1.0 + math.cos(math.pi * ratio))
+    peak = floor + (max_lr - floor) * cycle_decay**i
+    # 4) after a restart, optionally rise linearly from the floor to this cycle's peak
+    ramp = restart_warmup if i > 0 else 0.0
+    if ratio < ramp:
+        return floor + (peak - floor) * ratio / ramp
+    # 5) cosine from this cycle's (decayed) peak down to the floor
+    ratio = (ratio - ramp) / (1.0 - ramp)
+    return floor + 0.5 * (peak - floor) * (1.0 + math.cos(math.pi * ratio))
+
+
+def floor_of(base_lr: float, max_lr: float, floor: float | None, eta_min: float | None) -> float:
+    """The LR at the bottom of a cycle: ``eta_min`` if set, else ``floor * max_lr``, else ``base_lr``."""
+    if eta_min is not None:
+        return eta_min
+    return base_lr if floor is None else floor * max_lr
 
 
 class SGDRScheduler(ClosedFormLR):
@@ -130,6 +150,9 @@ class SGDRScheduler(ClosedFormLR):
         cycle_mult: Growth factor of the cycle length.
         cycle_decay: Decay factor of the peak height per cycle.
         warmup: Warmup steps.
+        floor: Bottom of every cycle as a fraction of each group's ``max_lr``; ``None`` is ``base_lr``.
+        eta_min: Bottom of every cycle as an absolute LR in every group; overrides ``floor``.
+        restart_warmup: Fraction of every cycle after the first spent rising to its peak.
         last_epoch: Index of the last step taken; ``-1`` starts from the beginning.
     """
 
@@ -142,33 +165,43 @@ class SGDRScheduler(ClosedFormLR):
         cycle_mult: float = 1.0,
         cycle_decay: float = 1.0,
         warmup: int = 0,
+        floor: float | None = None,
+        eta_min: float | None = None,
+        restart_warmup: float = 0.0,
         last_epoch: int = -1,
     ) -> None:
         self.first_cycle = float(first_cycle)
         self.cycle_mult = float(cycle_mult)
         self.cycle_decay = float(cycle_decay)
         self.warmup = int(warmup)
+        self.floor = None if floor is None else float(floor)
+        self.eta_min = None if eta_min is None else float(eta_min)
+        self.restart_warmup = float(restart_warmup)
         super().__init__(optimizer, min_lrs, max_lrs, last_epoch)
 
     def lr_at(self, step: int, min_lr: float, max_lr: float) -> float:
+        floor_lr = floor_of(min_lr, max_lr, self.floor, self.eta_min)
         return sgdr_lr(
-            step, min_lr, max_lr, self.first_cycle, self.cycle_mult, self.cycle_decay, self.warmup
+            step, min_lr, max_lr, self.first_cycle, self.cycle_mult, self.cycle_decay, self.warmup, floor_lr,
+            self.restart_warmup,
         )
 
 
 @dataclass
 class SGDR(Schedule):
-    """Cosine annealing from ``max_lr`` to ``base_lr`` with warm restarts (arXiv 1608.03983).
+    """Cosine annealing from ``max_lr`` down to a floor, with warm restarts (arXiv 1608.03983).
 
-    Cycle ``i`` lasts ``T0 * cycle_mult**i`` steps and peaks at
-    ``base_lr + (max_lr - base_lr) * cycle_decay**i``. A restart falls on the first whole
+    The floor (the paper's ``eta_min``) is ``eta_min`` if set, else ``floor * max_lr`` (per
+    param group, so group ratios hold), else, with ``floor=None``, the range test's
+    ``base_lr``. Cycle ``i`` lasts ``T0 * cycle_mult**i`` steps and peaks at
+    ``floor + (max_lr - floor) * cycle_decay**i``. A restart falls on the first whole
     step at or after each cycle boundary, so fractional lengths never drift. With
     ``cycle_mult < 1`` the cycles shrink; once one would be shorter than a step, the LR
-    stays at ``base_lr``.
+    stays at the floor.
 
     The first cycle lasts ``cycle_steps`` steps if set, else ``cycle_epochs`` epochs if set,
     else it is fitted to the run: ``num_cycles`` cycles (after warmup) end exactly at the
-    last step, so the run finishes annealed at ``base_lr``.
+    last step, so the run finishes annealed.
 
     Args:
         cycle_epochs: Length of the first cycle in epochs, used when ``cycle_steps`` is None.
@@ -178,6 +211,13 @@ class SGDR(Schedule):
         cycle_decay: Peak-height factor between consecutive cycles, in (0, 1].
         warmup_epochs: Linear warmup from ``base_lr`` to ``max_lr`` before the first cycle.
         warmup_steps: Warmup in optimizer steps; overrides ``warmup_epochs``.
+        floor: Bottom of every cycle as a fraction of ``max_lr``, in ``[0, 1)``; ``None``
+            anneals to ``base_lr`` instead.
+        eta_min: Bottom of every cycle as an absolute LR (the same in every param group),
+            ``>= 0`` and at most ``max_lr``; overrides ``floor``.
+        restart_warmup: Fraction of every cycle after the first, in ``[0, 1)``, in which the
+            LR rises linearly from the floor to the cycle's peak instead of jumping there;
+            0 is the published instantaneous restart.
 
     Example::
 
@@ -193,6 +233,9 @@ class SGDR(Schedule):
     cycle_decay: float = 1.0
     warmup_epochs: float = 0.0
     warmup_steps: int | None = None
+    floor: float | None = 0.0
+    eta_min: float | None = None
+    restart_warmup: float = 0.0
 
     def __post_init__(self) -> None:
         if self.cycle_epochs is not None and (not is_number(self.cycle_epochs) or self.cycle_epochs <= 0):
@@ -221,6 +264,18 @@ class SGDR(Schedule):
                 f"SGDR: warmup_steps must be an integer >= 0 or None, got {self.warmup_steps!r}; "
                 f"use None to derive it from warmup_epochs"
             )
+        if self.floor is not None and (not is_number(self.floor) or not 0 <= self.floor < 1):
+            fail(
+                f"SGDR: floor must be in [0, 1) (a fraction of max_lr) or None, got {self.floor!r}; "
+                f"use 0 to anneal to zero as published, or None to anneal to base_lr"
+            )
+        if self.eta_min is not None and (not is_number(self.eta_min) or self.eta_min < 0):
+            fail(f"SGDR: eta_min must be an LR >= 0 or None, got {self.eta_min!r}; use None to take floor instead")
+        if not is_number(self.restart_warmup) or not 0 <= self.restart_warmup < 1:
+            fail(
+                f"SGDR: restart_warmup must be in [0, 1) (a fraction of each cycle), got {self.restart_warmup!r}; "
+                f"use 0 to restart at the peak at once"
+            )
 
     def first_cycle(self, steps_per_epoch: int, total_steps: int | None) -> float:
         """Length ``T0`` of the first cycle in optimizer steps (at least 1)."""
@@ -242,6 +297,15 @@ class SGDR(Schedule):
             fail(f"SGDR: the first cycle is {t0:.3g} optimizer steps ({source}); it must be >= 1")
         return t0
 
+    @property
+    def needs_total_steps(self) -> bool:
+        return self.cycle_steps is None and self.cycle_epochs is None
+
+    @property
+    def needs_epoch_length(self) -> bool:
+        in_epochs = self.cycle_steps is None and self.cycle_epochs is not None
+        return in_epochs or (self.warmup_steps is None and self.warmup_epochs > 0)
+
     def warmup(self, steps_per_epoch: int) -> int:
         """Warmup length in whole optimizer steps."""
         if self.warmup_steps is not None:
@@ -259,6 +323,11 @@ class SGDR(Schedule):
     ) -> SGDRScheduler:
         check_steps(self, steps_per_epoch, total_steps)
         lows, highs = resolve_bounds(self, optimizer, base_lr, max_lr)
+        if self.eta_min is not None and self.eta_min > min(highs):
+            fail(
+                f"SGDR: eta_min ({self.eta_min}) must be <= max_lr ({min(highs)}); "
+                f"lower eta_min or set it to None and use floor (a fraction of max_lr)"
+            )
         warmup = self.warmup(steps_per_epoch)
         reset_lrs(optimizer, lows if warmup > 0 else highs)
         return SGDRScheduler(
@@ -269,13 +338,16 @@ class SGDR(Schedule):
             cycle_mult=self.cycle_mult,
             cycle_decay=self.cycle_decay,
             warmup=warmup,
+            floor=self.floor,
+            eta_min=self.eta_min,
+            restart_warmup=self.restart_warmup,
         )
 
     def cycle_ends(self, *, steps_per_epoch: int, total_steps: int) -> list[int]:
         """Step counts at which each restart happens (a cycle has just ended), up to ``total_steps``."""
         check_steps(self, steps_per_epoch, total_steps, need_total=True)
         t0, warmup = self.first_cycle(steps_per_epoch, total_steps), self.warmup(steps_per_epoch)
-        n = num_cycles(t0, self.cycle_mult)
+        n = shrinking_cycle_limit(t0, self.cycle_mult)
         ends: list[int] = []
         i = 1
         while n is None or i <= n:
