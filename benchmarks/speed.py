@@ -48,7 +48,7 @@ from torch.optim.lr_scheduler import CosineAnnealingWarmRestarts, CyclicLR
 
 from lightning_clr import LRRangeTest, schedules
 from lightning_clr.compare import markdown
-from lightning_clr.snapshot import TrainingSnapshot
+from lightning_clr.restore import TrainingState
 
 BOUNDS = (0.05, 0.25)  # for the hand-configured side; the time per step does not depend on them
 
@@ -285,7 +285,7 @@ def snapshot_sizes(dm, root: str) -> list[list[str]]:
         t = trainer(1, root)
         t.fit(model, datamodule=dm)  # one epoch: momentum / Adam moments now exist
         optimizer = t.optimizers[0]
-        snap = TrainingSnapshot.take(model, [optimizer])
+        snap = TrainingState.take(model, [optimizer])
         size, ref = snap.nbytes(), state_bytes(model, optimizer)
         rows.append([task.name, f"{ref:,}", f"{size:,}", f"{size / ref:.3f}"])
     return rows

@@ -3,8 +3,9 @@
 from lightning_clr import schedules, selection
 from lightning_clr.ensemble import SnapshotEnsemble, load_ensemble
 from lightning_clr.flatness import FlatnessProbe, measure_flatness
-from lightning_clr.logging import GeneralizationGap, plot_range_test
-from lightning_clr.range_test import LRRangeTest, RangeTestError, RangeTestResult
+from lightning_clr.diagnostics import GeneralizationGap, plot_range_test
+from lightning_clr.range_test import LRRangeTest
+from lightning_clr.result import RangeTestError, RangeTestResult
 
 __version__ = "0.1.0"
 

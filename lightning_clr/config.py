@@ -10,11 +10,12 @@ default lives in one place only. Range checks stay where they are (``LRRangeTest
 each spec's ``__post_init__``) and run when :func:`lightning_clr.run.build` instantiates
 the nodes, still before any training.
 
-Two keys exist only on the command line: ``schedule.base_lr`` and ``schedule.max_lr``,
-explicit bounds that :func:`split_schedule` takes off the node (the specs hold only the
-shape of a schedule) and hands to the finder, which then skips the range test::
+Explicit bounds skip the range test, with one spelling, the finder's own argument::
 
-    python -m lightning_clr.run +schedule=sgdr finder.enabled=false schedule.base_lr=0.01 schedule.max_lr=0.3
+    python -m lightning_clr.run +schedule=sgdr finder.bounds=[0.01,0.3]
+
+Renamed keys (``finder.min_lr`` and others, see :data:`RENAMED_KEYS`) fail on one line
+that names the new key.
 """
 
 from __future__ import annotations
@@ -33,8 +34,15 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBase
 from lightning_clr import schedules
 from lightning_clr.range_test import LRRangeTest
 
-#: keys of a ``schedule`` node that are not arguments of the spec
-BOUND_KEYS = ("base_lr", "max_lr")
+#: keys that were renamed or removed, and what to write instead
+RENAMED_KEYS = {
+    "finder.min_lr": "finder.start_lr",
+    "finder.max_lr": "finder.end_lr",
+    "finder.smoothing": "finder.ema_beta",
+    "finder.enabled": "finder.bounds=[BASE_LR,MAX_LR] (which skips the range test)",
+    "schedule.base_lr": "finder.bounds=[BASE_LR,MAX_LR]",
+    "schedule.max_lr": "finder.bounds=[BASE_LR,MAX_LR]",
+}
 #: errors raised while Hydra composes the config (unknown key, wrong type, no such option)
 COMPOSE_ERRORS: tuple[type[BaseException], ...] = (HydraException, OmegaConfBaseException)
 #: ``ckpt_path`` values that Lightning resolves itself rather than reading a file
@@ -55,7 +63,7 @@ def _schema(name: str, target: str, fields: list[tuple[str, Any, Any]]) -> type:
 
 
 def spec_schema(spec: type[schedules.Schedule]) -> type:
-    """Schema of a schedule node: the spec's fields plus the optional explicit bounds.
+    """Schema of a schedule node: the spec's fields.
 
     Args:
         spec: a schedule spec class, e.g. :class:`lightning_clr.schedules.SGDR`.
@@ -65,7 +73,6 @@ def spec_schema(spec: type[schedules.Schedule]) -> type:
     """
     hints = typing.get_type_hints(spec)
     fields = [(f.name, hints[f.name], f.default) for f in dataclasses.fields(spec)]
-    fields += [(key, float | None, None) for key in BOUND_KEYS]
     return _schema(f"{spec.__name__}Conf", f"{spec.__module__}.{spec.__qualname__}", fields)
 
 
@@ -73,7 +80,8 @@ def finder_schema() -> type:
     """Schema of the ``finder`` node: the arguments of :class:`LRRangeTest` but ``schedule``."""
     hints = typing.get_type_hints(LRRangeTest.__init__)
     params = inspect.signature(LRRangeTest.__init__).parameters.values()
-    fields = [(p.name, hints[p.name], p.default) for p in params if p.name not in ("self", "schedule")]
+    keyword = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    fields = [(p.name, hints[p.name], p.default) for p in params if p.kind in keyword and p.name not in ("self", "schedule")]
     return _schema("LRRangeTestConf", "lightning_clr.LRRangeTest", fields)
 
 
@@ -83,51 +91,6 @@ def register() -> None:
     store.store(group="schema/finder", name="default", node=finder_schema())
     for name, spec in schedules.SCHEDULES.items():
         store.store(group="schema/schedule", name=name, node=spec_schema(spec))
-
-
-def spec_node(node: DictConfig) -> DictConfig:
-    """A ``schedule`` node without ``base_lr``/``max_lr``: what the spec's constructor takes."""
-    return OmegaConf.masked_copy(node, [k for k in node if k not in BOUND_KEYS])
-
-
-def split_schedule(cfg: DictConfig) -> tuple[DictConfig | None, tuple[float, float] | None]:
-    """The ``schedule`` node without the bound keys, and the bounds the finder should use.
-
-    Args:
-        cfg: the composed config.
-
-    Returns:
-        ``(node, bounds)``: the node to instantiate (``None`` without ``+schedule``) and
-        ``(base_lr, max_lr)`` from ``schedule.base_lr``/``max_lr`` or ``finder.bounds``,
-        or ``None`` when the range test should find them.
-
-    Raises:
-        ConfigError: only one of the two bounds is set, bounds are given twice, or
-            ``finder.enabled=false`` comes without bounds.
-    """
-    node = cfg.get("schedule")
-    given: dict[str, float] = {}
-    if node is not None:
-        given = {k: node[k] for k in BOUND_KEYS if node.get(k) is not None}
-        node = spec_node(node)
-    finder = cfg.finder
-    if len(given) == 1:
-        (key, value), missing = next(iter(given.items())), next(k for k in BOUND_KEYS if k not in given)
-        raise ConfigError(f"schedule.{key}={value} needs schedule.{missing} too; give both bounds or neither")
-    bounds = (given["base_lr"], given["max_lr"]) if given else None
-    if bounds is not None and finder.get("bounds") is not None:
-        raise ConfigError(
-            f"finder.bounds={list(finder.bounds)} and schedule.base_lr/max_lr={list(bounds)} both set bounds; "
-            "keep one of them"
-        )
-    if bounds is None and finder.get("bounds") is not None:
-        bounds = tuple(finder.bounds)
-    if not finder.get("enabled", True) and bounds is None:
-        raise ConfigError(
-            "finder.enabled=false skips the range test but no bounds are given; add "
-            "schedule.base_lr=... schedule.max_lr=... (with +schedule=NAME), or drop finder.enabled=false"
-        )
-    return node, bounds
 
 
 def one_line(err: BaseException) -> str:
@@ -148,6 +111,8 @@ def one_line(err: BaseException) -> str:
         group, _, wanted = err.missing_cfg_file.rpartition("/")
         return f"{group}={wanted}: no such option; choose one of {', '.join(sorted(err.options))}"
     cause = err.__cause__
+    if isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and cause.full_key in RENAMED_KEYS:
+        return f"{cause.full_key}: renamed; use {RENAMED_KEYS[cause.full_key]}"
     if isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and cause.full_key:
         parent = getattr(cause, "parent_node", None)
         known = [str(k) for k in parent if k not in ("_target_", "hydra")] if parent is not None else []

@@ -26,7 +26,7 @@ from typing_extensions import override
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from lightning_clr.range_test import RangeTestResult
+    from lightning_clr.result import RangeTestResult
 
 
 def plot_range_test(result: RangeTestResult, ax: Any = None) -> Figure:

@@ -1,23 +1,25 @@
-"""Bit-exact, in-memory snapshots of everything a few training steps change.
+"""Undo the range test: a bit-exact, in-memory copy of everything a few training steps change.
 
 The range test trains for real, so it must leave no trace: weights, buffers,
-optimizer state, gradient-scaler state, metric states, train/eval modes and every
-random number generator are copied to CPU memory before the sweep and written back
-afterwards. Nothing touches the disk, so nothing needs a shared file system on
-multi-node runs.
+optimizer state, gradient-scaler state, metric states, train/eval modes and the data
+loaders' own random generators are copied to CPU memory before the sweep
+(:meth:`TrainingState.take`) and written back afterwards (:meth:`TrainingState.restore`).
+The global generators (Python, NumPy, torch, CUDA) are kept by Lightning's public
+``isolate_rng`` around the sweep. Nothing touches the disk, so nothing needs a shared
+file system on multi-node runs.
 """
 
 from __future__ import annotations
 
 import copy
-import random
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from torchmetrics import Metric
+
+from lightning_clr._compat import metric_state, set_metric_state
 
 
 def to_cpu(obj: Any) -> Any:
@@ -29,27 +31,6 @@ def to_cpu(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return type(obj)(to_cpu(v) for v in obj)
     return copy.deepcopy(obj)
-
-
-def rng_state() -> dict[str, Any]:
-    """The global states of Python's, NumPy's and torch's (CPU and CUDA) generators."""
-    state: dict[str, Any] = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    """Inverse of :func:`rng_state`."""
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state:
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def _generators(loaders: list[Any]) -> list[torch.Generator]:
@@ -71,7 +52,7 @@ def _tensors(module: nn.Module) -> dict[str, torch.Tensor]:
 
 
 @dataclass
-class TrainingSnapshot:
+class TrainingState:
     """What :meth:`take` saw; :meth:`restore` writes it back in place.
 
     Parameters and buffers are restored with ``copy_`` into the same tensor objects,
@@ -84,7 +65,6 @@ class TrainingSnapshot:
     schedulers: list[dict[str, Any]]
     scaler: dict[str, Any] | None
     metrics: dict[str, tuple[dict[str, Any], int, Any]]
-    rng: dict[str, Any]
     generators: list[tuple[torch.Generator, torch.Tensor]] = field(default_factory=list)
 
     @classmethod
@@ -95,9 +75,9 @@ class TrainingSnapshot:
         schedulers: list[Any] = (),
         scaler: Any = None,
         loaders: list[Any] = (),
-    ) -> TrainingSnapshot:
+    ) -> TrainingState:
         metrics = {
-            name: (to_cpu(m.metric_state), m._update_count, to_cpu(m._computed))
+            name: (to_cpu(m.metric_state), *map(to_cpu, metric_state(m)))
             for name, m in module.named_modules()
             if isinstance(m, Metric)
         }
@@ -108,7 +88,6 @@ class TrainingSnapshot:
             schedulers=[to_cpu(s.state_dict()) for s in schedulers],
             scaler=to_cpu(scaler.state_dict()) if scaler is not None else None,
             metrics=metrics,
-            rng=rng_state(),
             generators=[(g, g.get_state()) for g in _generators(list(loaders))],
         )
 
@@ -130,8 +109,7 @@ class TrainingSnapshot:
                 state, count, computed = self.metrics[name]
                 for attr, value in state.items():
                     setattr(m, attr, _to_device(value, m.device))
-                m._update_count = count
-                m._computed = computed
+                set_metric_state(m, count, computed)
         for opt, state in zip(optimizers, self.optimizers):
             opt.load_state_dict(state)
             opt.zero_grad(set_to_none=True)
@@ -139,7 +117,6 @@ class TrainingSnapshot:
             sched.load_state_dict(state)
         if scaler is not None and self.scaler is not None:
             scaler.load_state_dict(self.scaler)
-        set_rng_state(self.rng)
         for gen, state in self.generators:
             gen.set_state(state)
 

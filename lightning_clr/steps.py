@@ -9,14 +9,22 @@ train loader without ``__len__`` (an ``IterableDataset``) has no epoch length:
 from __future__ import annotations
 
 import math
+import weakref
+from typing import Any
 
 import lightning as L
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from lightning_clr.schedules import Schedule
 
-#: the attribute of a scheduler built by a spec that names the spec (see :func:`installed_schedule`)
-SPEC_ATTR = "spec"
+# scheduler -> the spec it was built from; weak, and outside the scheduler so that its
+# state_dict stays plain data (checkpoints load with weights_only=True)
+_SPECS: weakref.WeakKeyDictionary[Any, Schedule] = weakref.WeakKeyDictionary()
+
+
+def register_schedule(scheduler: Any, spec: Schedule) -> None:
+    """Remember that ``scheduler`` was built from ``spec`` (read back by :func:`installed_schedule`)."""
+    _SPECS[scheduler] = spec
 
 
 def steps_per_epoch(trainer: L.Trainer) -> int | None:
@@ -37,11 +45,7 @@ def total_steps(trainer: L.Trainer) -> int | None:
 
 def installed_schedule(trainer: L.Trainer) -> Schedule | None:
     """The spec of the schedule installed on ``trainer`` (by :class:`~lightning_clr.LRRangeTest`), if any."""
-    for config in trainer.lr_scheduler_configs:
-        spec = getattr(config.scheduler, SPEC_ATTR, None)
-        if isinstance(spec, Schedule):
-            return spec
-    return None
+    return next((_SPECS[c.scheduler] for c in trainer.lr_scheduler_configs if c.scheduler in _SPECS), None)
 
 
 def cycle_ends(trainer: L.Trainer, schedule: Schedule | None = None) -> list[int]:

@@ -2,38 +2,46 @@
 
 :func:`run_sweep` trains on a private iterator over the train loader (cycled when an
 epoch is shorter than the sweep), one point per optimizer step (``accumulate_grad_batches``
-micro-batches each), through the strategy, so DDP, mixed precision, gradient clipping and
-the module's own ``training_step`` behave as in the real loop. The loss of each point is
+micro-batches each), through the module's own ``optimizer_step``, ``optimizer_zero_grad``
+and ``on_before_zero_grad`` hooks and the strategy, so DDP, mixed precision, gradient
+clipping, warm-up or clipping written in those hooks, and ``training_step`` behave as in
+the real loop. The loss of each point is
 the mean over all processes; stop and skip decisions are taken jointly by all ranks. A
-:class:`~lightning_clr.snapshot.TrainingSnapshot` taken before is restored afterwards, and
-anything ``training_step`` logs goes to a scratch result collection, so the real epoch
-starts from the same state, the same RNG draws and batch 0.
+:class:`~lightning_clr.restore.TrainingState` taken before is restored afterwards, the
+global random generators are isolated, and anything ``training_step`` logs goes to a
+scratch result collection, so the real epoch starts from the same state, the same RNG
+draws and batch 0.
 """
 
 from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
 import lightning as L
 import torch
-from lightning.fabric.utilities.data import _set_sampler_epoch
-from lightning.pytorch.trainer.connectors.logger_connector.result import _ResultCollection
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.utilities.seed import isolate_rng
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from lightning_clr.snapshot import TrainingSnapshot
+from lightning_clr._compat import (
+    combined_loader,
+    private_iterator,
+    scratch_results,
+    set_current_batch,
+    set_sampler_epoch,
+)
+from lightning_clr.restore import TrainingState
 
-SWEEP_MODES = ("exponential", "linear")
 
 
 @dataclass
-class Curve:
+class SweepRecord:
     """What a sweep recorded.
 
     Attributes:
@@ -43,6 +51,7 @@ class Curve:
         stop: ``"completed"``, ``"diverged"``, ``"non-finite loss"`` or ``"too many skipped steps"``.
         skipped: steps not recorded (a gradient scaler skipped the update, or
             ``training_step`` returned ``None``).
+        extended: how many times ``more`` continued the sweep past its planned LRs.
     """
 
     lrs: list[float]
@@ -50,16 +59,17 @@ class Curve:
     smooth: list[float]
     stop: str
     skipped: int
+    extended: int = 0
 
 
-def sweep_lrs(min_lr: float, max_lr: float, num_steps: int, mode: str) -> list[float]:
-    """The LR at each of ``num_steps`` sweep steps, from ``min_lr`` to ``max_lr`` inclusive."""
+def sweep_lrs(start_lr: float, end_lr: float, num_steps: int, mode: str) -> list[float]:
+    """The LR at each of ``num_steps`` sweep steps, from ``start_lr`` to ``end_lr`` inclusive."""
     if num_steps == 1:
-        return [min_lr]
+        return [start_lr]
     fractions = [i / (num_steps - 1) for i in range(num_steps)]
     if mode == "exponential":
-        return [min_lr * (max_lr / min_lr) ** f for f in fractions]
-    return [min_lr + (max_lr - min_lr) * f for f in fractions]
+        return [start_lr * (end_lr / start_lr) ** f for f in fractions]
+    return [start_lr + (end_lr - start_lr) * f for f in fractions]
 
 
 def run_sweep(
@@ -69,10 +79,11 @@ def run_sweep(
     ratios: list[float],
     targets: list[float],
     *,
-    smoothing: float,
+    ema_beta: float,
     divergence_threshold: float | None,
     progress_bar: bool = True,
-) -> Curve:
+    more: Callable[[list[float], list[float], int], list[float]] | None = None,
+) -> SweepRecord:
     """Train one optimizer step at each LR of ``targets``, record the loss, then undo it all.
 
     Args:
@@ -81,40 +92,33 @@ def run_sweep(
         optimizer: the optimizer to drive; param group ``g`` gets ``lr * ratios[g]``.
         ratios: each param group's LR relative to the first one.
         targets: the LR of each sweep step (see :func:`sweep_lrs`).
-        smoothing: ``beta`` of the moving average ``avg = beta * avg + (1 - beta) * loss``,
+        ema_beta: ``beta`` of the moving average ``avg = beta * avg + (1 - beta) * loss``,
             bias-corrected by ``1 - beta**(k+1)``.
         divergence_threshold: stop once the smoothed loss exceeds this multiple of its
             lowest value; ``None`` never stops early (a non-finite loss always does).
         progress_bar: show a progress bar on rank zero when the Trainer shows one.
+        more: called as ``more(lrs, smoothed, extended)`` when the planned LRs are done and the
+            sweep did not stop; the LRs it returns are swept next (rank zero's, on every rank).
 
     Returns:
-        The recorded :class:`Curve`; model, optimizer, scaler, metrics and RNG are as before.
+        The recorded :class:`SweepRecord`; model, optimizer, scaler, metrics and RNG are as before.
     """
     loaders = _train_loaders(trainer)
     strategy = trainer.strategy
     scaler = getattr(strategy.precision_plugin, "scaler", None)
     old_schedulers = [c.scheduler for c in trainer.lr_scheduler_configs]
-    snapshot = TrainingSnapshot.take(pl_module, [optimizer], old_schedulers, scaler, loaders)
-
-    results = trainer.fit_loop.epoch_loop._results
-    logger_state = (trainer._logger_connector._current_fx, trainer._logger_connector._first_loop_iter)
-    fx_name = pl_module._current_fx_name
-    trainer.fit_loop.epoch_loop._results = _ResultCollection(training=True).to(pl_module.device)
-    pl_module._current_fx_name = "training_step"
+    state = TrainingState.take(pl_module, [optimizer], old_schedulers, scaler, loaders)
     pl_module.train()
     try:
-        return _sweep(trainer, optimizer, ratios, targets, loaders, scaler, smoothing, divergence_threshold,
-                      progress_bar)
+        with isolate_rng(), scratch_results(trainer, pl_module):
+            return _sweep(trainer, pl_module, optimizer, ratios, list(targets), loaders, scaler, ema_beta,
+                          divergence_threshold, progress_bar, more)
     finally:
-        trainer.fit_loop.epoch_loop._results = results
-        trainer._logger_connector._current_fx, trainer._logger_connector._first_loop_iter = logger_state
-        pl_module._current_fx_name = fx_name
-        snapshot.restore(pl_module, [optimizer], old_schedulers, scaler)
+        state.restore(pl_module, [optimizer], old_schedulers, scaler)
 
 
 def _train_loaders(trainer: L.Trainer) -> list[Any]:
-    trainer.fit_loop.setup_data()
-    combined = trainer.fit_loop._combined_loader
+    combined = combined_loader(trainer)
     if combined is None:
         raise MisconfigurationException(
             "LRRangeTest found no train dataloader (or limit_train_batches=0); the range test needs training data."
@@ -127,13 +131,12 @@ def _batches(trainer: L.Trainer, loaders: list[Any]) -> Iterator[tuple[Any, int]
     if len(loaders) > 1:
         from lightning.pytorch.utilities.combined_loader import CombinedLoader
 
-        combined = CombinedLoader(trainer.fit_loop._combined_loader.iterables, "max_size_cycle")
+        combined = CombinedLoader(combined_loader(trainer).iterables, "max_size_cycle")
         make = lambda: (b for b, _, _ in iter(combined))
     else:
         loader = loaders[0]
         # a persistent-worker loader hands out one shared iterator; the epoch's own must stay untouched
-        private = isinstance(loader, DataLoader) and loader.persistent_workers and loader.num_workers > 0
-        make = (lambda: loader._get_iterator()) if private else (lambda: iter(loader))
+        make = (lambda: private_iterator(loader)) if isinstance(loader, DataLoader) else (lambda: iter(loader))
     index, passes = 0, 0
     while True:
         empty = True
@@ -147,11 +150,12 @@ def _batches(trainer: L.Trainer, loaders: list[Any]) -> Iterator[tuple[Any, int]
         # single process's random sampler does (the fit loop sets the real epoch before every epoch)
         passes += 1
         for each in loaders:
-            _set_sampler_epoch(each, passes)
+            set_sampler_epoch(each, passes)
 
 
 def _sweep(
     trainer: L.Trainer,
+    pl_module: L.LightningModule,
     optimizer: torch.optim.Optimizer,
     ratios: list[float],
     targets: list[float],
@@ -160,8 +164,12 @@ def _sweep(
     beta: float,
     threshold: float | None,
     progress_bar: bool,
-) -> Curve:
+    more: Callable[[list[float], list[float], int], list[float]] | None,
+) -> SweepRecord:
     strategy = trainer.strategy
+    epoch = trainer.current_epoch
+    # the module's optimizer_step hook gets the LightningOptimizer, as in the fit loop
+    wrapped = next(o for o in _as_list(pl_module.optimizers()) if o.optimizer is optimizer)
     accumulate = trainer.accumulate_grad_batches
     block_sync = getattr(strategy, "block_backward_sync", None)
     batches = _batches(trainer, loaders)
@@ -169,12 +177,16 @@ def _sweep(
     lrs: list[float] = []
     raw: list[float] = []
     smooth: list[float] = []
-    avg, best, skipped, stop = 0.0, math.inf, 0, "completed"
+    avg, best, skipped, stop, extended = 0.0, math.inf, 0, "completed", 0
     show = progress_bar and trainer.is_global_zero and trainer.progress_bar_callback is not None
     bar = tqdm(total=len(targets), desc="LR range test", disable=not show, leave=False, file=sys.stderr,
                dynamic_ncols=True)
     step = 0
-    while step < len(targets):
+    while step < len(targets) or (more is not None and _extend(strategy, targets, more, lrs, smooth, extended)):
+        if step >= len(targets):
+            extended += 1
+            bar.total = len(targets)
+            bar.refresh()
         lr = targets[step]
         for group, ratio in zip(optimizer.param_groups, ratios):
             group["lr"] = lr * ratio
@@ -182,10 +194,11 @@ def _sweep(
         first: list[torch.Tensor | None] = []  # the loss before the update, as optimizer.step(closure) returns it
 
         def closure() -> torch.Tensor | None:
-            optimizer.zero_grad(set_to_none=True)
+            pl_module.on_before_zero_grad(optimizer)
+            pl_module.optimizer_zero_grad(epoch, micro[0][1], optimizer)
             total, count = None, 0
             for j, (batch, idx) in enumerate(micro):
-                trainer.fit_loop.epoch_loop._results.batch = batch
+                set_current_batch(trainer, batch)
                 last = j == len(micro) - 1
                 with block_sync() if (block_sync is not None and not last) else nullcontext():
                     out = strategy.training_step(batch, idx)
@@ -201,8 +214,8 @@ def _sweep(
             return result
 
         scale = scaler.get_scale() if scaler is not None else None
-        # with a gradient scaler Lightning returns the optimizer's step output (None), not the loss
-        strategy.optimizer_step(optimizer, closure)
+        # the module's hook (default: optimizer.step(closure)); the loss is read from the closure
+        pl_module.optimizer_step(epoch, micro[-1][1], wrapped, closure)
         loss = first[0] if first else None
         # decided alike on every rank, so that the reduce below runs on all of them or on none
         skip = strategy.reduce_boolean_decision(loss is None, all=False)
@@ -232,4 +245,16 @@ def _sweep(
             break
         step += 1
     bar.close()
-    return Curve(lrs, raw, smooth, stop, skipped)
+    return SweepRecord(lrs, raw, smooth, stop, skipped, extended)
+
+
+def _extend(strategy: Any, targets: list[float], more: Callable[..., list[float]], lrs: list[float],
+            smooth: list[float], extended: int) -> bool:
+    """Append rank zero's continuation of the sweep to ``targets``; whether there is one."""
+    extra = strategy.broadcast(more(lrs, smooth, extended) if lrs else [], src=0)
+    targets.extend(extra)
+    return bool(extra)
+
+
+def _as_list(optimizers: Any) -> list[Any]:
+    return optimizers if isinstance(optimizers, list) else [optimizers]

@@ -16,7 +16,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 torch.set_num_threads(1)
 
 # the smallest real run of the entry point: synthetic data, 2 epochs, a 60-step range test
-SMALL = ["data=synthetic", "trainer.max_epochs=2", "finder.num_steps=60", "finder.min_lr=1e-4",
+SMALL = ["data=synthetic", "trainer.max_epochs=2", "finder.num_steps=60", "finder.start_lr=1e-4",
          "trainer.enable_progress_bar=false"]
 
 

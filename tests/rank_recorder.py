@@ -16,7 +16,7 @@ from typing import Any
 
 import lightning as L
 
-from lightning_clr import LRRangeTest
+from lightning_clr import LRRangeTest, steps
 
 
 class RankRecorder(L.Callback):
@@ -51,7 +51,7 @@ class RankRecorder(L.Callback):
             result=finder.result.to_dict(),
             sweep_batches=self.batches,
             num_training_batches=trainer.num_training_batches,
-            steps_per_epoch=finder.steps_per_epoch(trainer),
+            steps_per_epoch=steps.steps_per_epoch(trainer),
             total_steps=trainer.estimated_stepping_batches,
         )
         self.batches = []

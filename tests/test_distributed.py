@@ -50,7 +50,7 @@ RUN = [
     "+schedule=sgdr", "schedule.cycle_epochs=1", "schedule.cycle_mult=1",
     f"trainer.max_epochs={EPOCHS}", f"trainer.accumulate_grad_batches={ACCUMULATE}",
     f"+trainer.limit_train_batches={LIMIT}",
-    f"finder.num_steps={NUM_STEPS}", f"finder.min_lr={MIN_LR}", f"finder.max_lr={MAX_LR}",
+    f"finder.num_steps={NUM_STEPS}", f"finder.start_lr={MIN_LR}", f"finder.end_lr={MAX_LR}",
     "trainer.enable_progress_bar=false", "+callbacks.record._target_=tests.rank_recorder.RankRecorder",
 ]
 
@@ -169,7 +169,7 @@ class _InfGrad(torch.autograd.Function):
 
 class TestMixedPrecision:
     def test_bf16_mixed_finds_finite_bounds(self, tmp_path):
-        finder = LRRangeTest(num_steps=30, min_lr=1e-4, max_lr=10.0)
+        finder = LRRangeTest(num_steps=30, start_lr=1e-4, end_lr=10.0)
         trainer = tiny_trainer(tmp_path, callbacks=[finder], max_steps=1, precision="bf16-mixed")
         trainer.fit(tiny_model(), datamodule=tiny_data())
         r = finder.result
@@ -194,13 +194,13 @@ class TestMixedPrecision:
 
         scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
         precision = MixedPrecision("16-mixed", "cpu", scaler=scaler)
-        finder = LRRangeTest(num_steps=12, min_lr=1e-4, max_lr=1e-2)
+        finder = LRRangeTest(num_steps=20, start_lr=1e-4, end_lr=1e-2, max_extensions=0)
         trainer = tiny_trainer(tmp_path, callbacks=[finder], max_steps=1, plugins=[precision])
         trainer.fit(Overflowing(tiny_model().net, num_classes=4), datamodule=tiny_data())
         r = finder.result
         assert r.skipped_steps == 2 and r.stop_reason == "completed"
-        assert len(calls) == 12 + 2 + 1  # every LR of the sweep once, two retries, then the real step
-        assert r.lrs == sweep_lrs(1e-4, 1e-2, 12, "exponential")  # each LR recorded once, in order
+        assert len(calls) == 20 + 2 + 1  # every LR of the sweep once, two retries, then the real step
+        assert r.lrs == sweep_lrs(1e-4, 1e-2, 20, "exponential")  # each LR recorded once, in order
         assert all(math.isfinite(v) for v in r.raw_losses)
         assert scaler.get_scale() == 1024.0  # restored after the sweep (it backed off twice during it)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 from functools import partial
 
 import lightning as L
@@ -12,7 +13,6 @@ import torch
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from lightning_clr import LRRangeTest, RangeTestError, schedules
-from lightning_clr.snapshot import rng_state
 from lightning_clr.sweep import sweep_lrs
 from tests.helpers import LRRecorder, tiny_data, tiny_model, tiny_trainer
 
@@ -28,7 +28,7 @@ class StateRecorder(L.Callback):
             for i, s in opt.state_dict()["state"].items()
         }
         self.groups = [{k: v for k, v in g.items() if k not in ("lr", "initial_lr", "params")} for g in opt.param_groups]
-        self.rng = rng_state()
+        self.rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
         self.training = pl_module.training
 
 
@@ -64,7 +64,7 @@ class WarmedAdam(L.LightningModule):
 class TestRestore:
     def test_weights_optimizer_rng_bit_exact(self, tmp_path):
         before, after = StateRecorder(), StateRecorder()
-        finder = LRRangeTest(num_steps=30, min_lr=1e-4, max_lr=1.0)
+        finder = LRRangeTest(num_steps=30, start_lr=1e-4, end_lr=1.0)
         trainer = tiny_trainer(tmp_path, callbacks=[before, finder, after], max_steps=1)
         trainer.fit(WarmedAdam(), datamodule=tiny_data())
 
@@ -86,7 +86,7 @@ class TestRestore:
             tiny_trainer(tmp_path, callbacks=[finder, after], max_steps=1).fit(tiny_model(), datamodule=tiny_data())
             return after.rng
 
-        swept = rng_after(LRRangeTest(num_steps=30, min_lr=1e-4, max_lr=1.0))
+        swept = rng_after(LRRangeTest(num_steps=30, start_lr=1e-4, end_lr=1.0))
         skipped = rng_after(LRRangeTest(bounds=(0.01, 0.1)))
         assert _same_rng(swept, skipped)
 
@@ -121,7 +121,7 @@ class TestRestore:
 
 class TestSweep:
     def test_records_num_steps_points_beyond_one_epoch_and_limits(self, tmp_path):
-        finder = LRRangeTest(num_steps=40, min_lr=1e-4, max_lr=0.05, divergence_threshold=None)
+        finder = LRRangeTest(num_steps=40, start_lr=1e-4, end_lr=0.05, divergence_threshold=None, max_extensions=0)
         trainer = tiny_trainer(tmp_path, callbacks=[finder], limit_train_batches=2)
         trainer.fit(tiny_model(), datamodule=tiny_data())  # 16 batches per epoch, 2 allowed per epoch
         assert len(finder.result.lrs) == 40
@@ -136,7 +136,7 @@ class TestSweep:
         np.testing.assert_allclose(steps, steps[0], rtol=1e-9)
 
     def test_smoothing_is_bias_corrected(self, tmp_path):
-        finder = LRRangeTest(num_steps=20, min_lr=1e-4, max_lr=1e-2, smoothing=0.9)
+        finder = LRRangeTest(num_steps=20, start_lr=1e-4, end_lr=1e-2, ema_beta=0.9)
         tiny_trainer(tmp_path, callbacks=[finder], max_steps=1).fit(tiny_model(), datamodule=tiny_data())
         r = finder.result
         assert r.losses[0] == pytest.approx(r.raw_losses[0], rel=1e-12)  # not biased toward 0
@@ -146,7 +146,7 @@ class TestSweep:
             assert r.losses[k] == pytest.approx(avg / (1 - 0.9 ** (k + 1)), rel=1e-9)
 
     def test_stops_on_divergence(self, tmp_path):
-        finder = LRRangeTest(num_steps=100, min_lr=1e-3, max_lr=1e4, divergence_threshold=4.0)
+        finder = LRRangeTest(num_steps=100, start_lr=1e-3, end_lr=1e4, divergence_threshold=4.0)
         tiny_trainer(tmp_path, callbacks=[finder], max_steps=1).fit(tiny_model(), datamodule=tiny_data())
         r = finder.result
         assert r.stop_reason in ("diverged", "non-finite loss")
@@ -163,19 +163,19 @@ class TestSweep:
                 return super().training_step(batch, batch_idx)
 
         model = Counting(tiny_model().net, num_classes=4)
-        finder = LRRangeTest(num_steps=15, min_lr=1e-4, max_lr=1e-2)
+        finder = LRRangeTest(num_steps=20, start_lr=1e-4, end_lr=1e-2, max_extensions=0)
         trainer = tiny_trainer(tmp_path, callbacks=[finder], accumulate_grad_batches=2, max_steps=1)
         trainer.fit(model, datamodule=tiny_data())
-        assert len(finder.result.lrs) == 15
-        assert calls[:30] == list(range(30))  # 2 micro-batches per point, then the real fit
-        assert calls[30] == 0  # the real epoch starts at batch 0
+        assert len(finder.result.lrs) == 20
+        assert calls[:40] == list(range(40))  # 2 micro-batches per point, then the real fit
+        assert calls[40] == 0  # the real epoch starts at batch 0
 
     def test_no_file_written(self, tmp_path, monkeypatch):
         saves = []
         real_save = torch.save
         monkeypatch.setattr(torch, "save", lambda *a, **k: (saves.append(a), real_save(*a, **k)))
         monkeypatch.chdir(tmp_path)
-        finder = LRRangeTest(num_steps=20, min_lr=1e-4, max_lr=1.0)
+        finder = LRRangeTest(num_steps=20, start_lr=1e-4, end_lr=1.0)
         trainer = tiny_trainer(tmp_path, callbacks=[finder], max_steps=1)
         trainer.fit(tiny_model(), datamodule=tiny_data())
         assert len(finder.result.lrs) > 10
@@ -193,7 +193,7 @@ class TestInjection:
 
         recorder = LRRecorder()
         schedule = schedules.Triangular(step_size=5)
-        finder = LRRangeTest(schedule, num_steps=20, min_lr=1e-4, max_lr=1.0)
+        finder = LRRangeTest(schedule, num_steps=20, start_lr=1e-4, end_lr=1.0)
         model = WithCyclic(tiny_model().net, num_classes=4)
         trainer = tiny_trainer(tmp_path, callbacks=[finder, recorder], max_epochs=2)
         with pytest.warns(UserWarning, match="replacing the scheduler from configure_optimizers"):
@@ -225,7 +225,7 @@ class TestInjection:
     def test_param_group_ratio_kept(self, tmp_path):
         recorder = LRRecorder()
         model = tiny_model(head_lr_scale=10.0)
-        finder = LRRangeTest(schedules.SGDR(cycle_steps=7), num_steps=20, min_lr=1e-4, max_lr=1.0)
+        finder = LRRangeTest(schedules.SGDR(cycle_steps=7), num_steps=20, start_lr=1e-4, end_lr=1.0)
         tiny_trainer(tmp_path, callbacks=[finder, recorder], max_epochs=2).fit(model, datamodule=tiny_data())
         assert finder.result.group_ratios == pytest.approx([1.0, 10.0])
         lrs = np.array(recorder.lrs)
@@ -255,11 +255,15 @@ class TestValidation:
     @pytest.mark.parametrize(
         "kwargs, match",
         [
-            ({"min_lr": -1.0}, "min_lr must be > 0, got -1.0"),
-            ({"min_lr": 1.0, "max_lr": 0.1}, r"max_lr \(0.1\) must exceed min_lr \(1.0\)"),
-            ({"num_steps": 5}, "num_steps must be >= 10 to read a curve, got 5"),
+            ({"start_lr": -1.0}, "start_lr must be a finite number > 0, got -1.0"),
+            ({"start_lr": 1.0, "end_lr": 0.1}, r"end_lr \(0.1\) must be a finite number above start_lr \(1.0\)"),
+            ({"end_lr": math.inf}, r"end_lr \(inf\) must be a finite number"),
+            ({"num_steps": 5}, "num_steps must be an integer >= 20 to read a curve, got 5"),
+            ({"rule": "smith", "rule_options": {"position": 0.5}}, r"rule_options \['position'\] are not options of"),
+            ({"bounds": (0.001, math.inf)}, r"bounds must be finite .* max_lr=inf"),
+            ({"max_extensions": -1}, "max_extensions must be an integer >= 0"),
             ({"mode": "cubic"}, "mode must be one of"),
-            ({"smoothing": 1.0}, "smoothing must be in"),
+            ({"ema_beta": 1.0}, "ema_beta must be in"),
             ({"divergence_threshold": 0.5}, "divergence_threshold must be > 1"),
             ({"rule": "guess"}, "rule must be one of"),
             ({"bounds": (0.5, 0.1)}, "0 < base_lr <= max_lr"),
@@ -273,7 +277,7 @@ class TestValidation:
 
 
 def test_adamw_mlp_finds_sane_bounds(tmp_path):
-    finder = LRRangeTest(num_steps=60, min_lr=1e-5, max_lr=10.0)
+    finder = LRRangeTest(num_steps=60, start_lr=1e-5, end_lr=10.0)
     model = tiny_model(optimizer=partial(torch.optim.AdamW, lr=1e-3))
     tiny_trainer(tmp_path, callbacks=[finder], max_steps=1).fit(model, datamodule=tiny_data())
     r = finder.result

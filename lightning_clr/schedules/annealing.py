@@ -105,6 +105,14 @@ class StepDecay(Schedule):
                 f"use None to reach base_lr at the end of the run"
             )
 
+    @property
+    def needs_total_steps(self) -> bool:
+        return self.gamma is None
+
+    @property
+    def needs_epoch_length(self) -> bool:
+        return self.step_size is None
+
     def build(
         self,
         optimizer: Optimizer,
@@ -114,7 +122,7 @@ class StepDecay(Schedule):
         steps_per_epoch: int,
         total_steps: int | None,
     ) -> StepLR:
-        check_steps(self, steps_per_epoch, total_steps, need_total=self.gamma is None)
+        check_steps(self, steps_per_epoch, total_steps, need_total=self.needs_total_steps)
         lows, highs = resolve_bounds(self, optimizer, base_lr, max_lr)
         step_size = self.step_size or epochs_to_steps(self.step_epochs, steps_per_epoch)
         gamma = self.gamma
@@ -153,6 +161,10 @@ class ExponentialDecay(Schedule):
                 f"applies per optimizer step, so use None to reach base_lr at the end of the run"
             )
 
+    @property
+    def needs_total_steps(self) -> bool:
+        return self.gamma is None
+
     def build(
         self,
         optimizer: Optimizer,
@@ -162,7 +174,7 @@ class ExponentialDecay(Schedule):
         steps_per_epoch: int,
         total_steps: int | None,
     ) -> ExponentialLR:
-        check_steps(self, steps_per_epoch, total_steps, need_total=self.gamma is None)
+        check_steps(self, steps_per_epoch, total_steps, need_total=self.needs_total_steps)
         lows, highs = resolve_bounds(self, optimizer, base_lr, max_lr)
         gamma = self.gamma
         if gamma is None:
@@ -234,6 +246,10 @@ class Cosine(Schedule):
 
         finder = LRRangeTest(schedule=schedules.Cosine())
     """
+
+    @property
+    def needs_total_steps(self) -> bool:
+        return True
 
     def build(
         self,

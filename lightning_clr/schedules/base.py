@@ -62,6 +62,28 @@ class Schedule(ABC):
         check_steps(self, steps_per_epoch, total_steps, need_total=True)
         return [total_steps]
 
+    @property
+    def needs_total_steps(self) -> bool:
+        """Whether the shape depends on the length of the run (it is fitted to, or spans, the run)."""
+        return False
+
+    @property
+    def needs_epoch_length(self) -> bool:
+        """Whether a length is given in epochs, so the shape depends on the steps per epoch."""
+        return False
+
+    def check(self, *, steps_per_epoch: int, total_steps: int | None) -> None:
+        """Raise now what :meth:`build` would raise for these step counts; needs no optimizer.
+
+        Raises:
+            ValueError: the run has no end but the schedule needs one, or the step counts
+                give the schedule no valid shape (e.g. a first cycle shorter than one step).
+        """
+        if total_steps is None:
+            check_steps(self, steps_per_epoch, None, need_total=self.needs_total_steps)
+        else:
+            self.cycle_ends(steps_per_epoch=steps_per_epoch, total_steps=total_steps)
+
 
 def fail(message: str) -> None:
     """Raise ``ValueError(message)``; keeps validation blocks one line per rule."""
@@ -148,6 +170,39 @@ def reset_lrs(optimizer: Optimizer, lrs: Sequence[float]) -> None:
     for group, lr in zip(optimizer.param_groups, lrs, strict=True):
         group.pop("initial_lr", None)
         group["lr"] = lr
+
+
+#: the param-group keys torch's CyclicLR and OneCycleLR add when they cycle momentum
+_CYCLED_MOMENTUM_KEYS = ("base_momentum", "max_momentum")
+
+
+def undo_momentum_cycling(optimizer: Optimizer) -> str | None:
+    """Give back the momentum a replaced ``CyclicLR`` / ``OneCycleLR`` had cycled.
+
+    Those schedulers set each group's ``momentum`` (or ``betas[0]``) to their own
+    ``max_momentum`` when they are built, and the optimizer keeps it after they are
+    replaced. The value the user gave the optimizer is still in ``optimizer.defaults``.
+
+    Returns:
+        What changed, as ``"momentum 0.95 -> 0.9"`` (``None`` when nothing was cycled).
+    """
+    changes = []
+    for group in optimizer.param_groups:
+        if not any(key in group for key in _CYCLED_MOMENTUM_KEYS):
+            continue
+        for key in _CYCLED_MOMENTUM_KEYS:
+            group.pop(key, None)
+        if "betas" in group and "betas" in optimizer.defaults:
+            before, after = group["betas"], (optimizer.defaults["betas"][0], group["betas"][1])
+            group["betas"] = after
+        elif "momentum" in group and "momentum" in optimizer.defaults:
+            before, after = group["momentum"], optimizer.defaults["momentum"]
+            group["momentum"] = after
+        else:
+            continue
+        if before != after:
+            changes.append(f"{'betas' if 'betas' in group else 'momentum'} {before} -> {after}")
+    return "; ".join(dict.fromkeys(changes)) + " (the optimizer's own setting, restored)" if changes else None
 
 
 def has_momentum_slot(optimizer: Optimizer) -> bool:

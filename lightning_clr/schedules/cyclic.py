@@ -73,6 +73,14 @@ class _Cyclic(Schedule):
         if self.cycle_momentum:
             check_momentum_range(self, self.base_momentum, self.max_momentum)
 
+    @property
+    def needs_total_steps(self) -> bool:
+        return self.step_size is None and self.step_epochs is None
+
+    @property
+    def needs_epoch_length(self) -> bool:
+        return self.step_size is None and self.step_epochs is not None
+
     def half_cycle(self, steps_per_epoch: int, total_steps: int | None) -> int:
         """Half-cycle length in optimizer steps."""
         if self.step_size is not None:

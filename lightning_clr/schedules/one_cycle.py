@@ -84,6 +84,10 @@ class OneCycle(Schedule):
             )
         check_momentum_range(self, self.base_momentum, self.max_momentum)
 
+    @property
+    def needs_total_steps(self) -> bool:
+        return True
+
     def build(
         self,
         optimizer: Optimizer,

@@ -1,0 +1,95 @@
+"""Every private name of Lightning, torchmetrics and torch that the package uses, in one place.
+
+The range test trains inside ``fit`` before the first epoch, on the Trainer's own
+strategy, so it needs a few pieces of the fit loop that Lightning keeps private. Each
+use is wrapped here with the reason and the versions it exists in; the rest of the
+package imports only from here, so a Lightning upgrade that moves one is a change in
+this file alone. CI runs the oldest and the newest Lightning that ``pyproject.toml``
+allows against these.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import lightning as L
+from torch.utils.data import DataLoader
+from torchmetrics import Metric
+
+# _ResultCollection: the store that self.log() writes into during training_step. The sweep
+# swaps in a scratch one, so nothing the module logs during the sweep reaches the real
+# epoch's metrics. lightning.pytorch.trainer.connectors.logger_connector.result, 2.0 and later.
+from lightning.pytorch.trainer.connectors.logger_connector.result import _ResultCollection
+
+# _set_sampler_epoch: tells a (distributed) sampler which pass it is on, as the fit loop does
+# before each epoch, so that the sweep's second pass over a short loader reshuffles.
+# lightning.fabric.utilities.data, 2.0 and later.
+from lightning.fabric.utilities.data import _set_sampler_epoch as set_sampler_epoch
+
+__all__ = [
+    "combined_loader",
+    "metric_state",
+    "private_iterator",
+    "scratch_results",
+    "set_metric_state",
+    "set_sampler_epoch",
+]
+
+
+def combined_loader(trainer: L.Trainer) -> Any:
+    """The fit loop's train ``CombinedLoader`` after ``setup_data()`` (``None`` without train data).
+
+    ``fit_loop._combined_loader`` (2.0 and later) is the only handle on the train loaders as
+    Lightning wrapped them (distributed sampler, ``limit_train_batches``) before the first epoch.
+    """
+    trainer.fit_loop.setup_data()
+    return trainer.fit_loop._combined_loader
+
+
+def private_iterator(loader: DataLoader) -> Iterator[Any]:
+    """A fresh iterator over ``loader`` that does not touch the one the epoch will use.
+
+    With ``persistent_workers=True``, ``iter(loader)`` returns the loader's single shared
+    worker iterator; ``DataLoader._get_iterator`` (torch 1.7 and later) makes a new one.
+    """
+    if loader.persistent_workers and loader.num_workers > 0:
+        return loader._get_iterator()
+    return iter(loader)
+
+
+@contextmanager
+def scratch_results(trainer: L.Trainer, pl_module: L.LightningModule) -> Iterator[None]:
+    """Run ``training_step`` outside the fit loop: logs go to a scratch collection, then all is put back.
+
+    Touches ``fit_loop.epoch_loop._results`` (the epoch's ``_ResultCollection``),
+    ``_logger_connector._current_fx`` / ``_first_loop_iter`` (which hook is logging) and
+    ``LightningModule._current_fx_name`` (what ``self.log`` checks), all private since 2.0.
+    """
+    loop = trainer.fit_loop.epoch_loop
+    connector = trainer._logger_connector
+    saved = (loop._results, connector._current_fx, connector._first_loop_iter, pl_module._current_fx_name)
+    loop._results = _ResultCollection(training=True).to(pl_module.device)
+    pl_module._current_fx_name = "training_step"
+    try:
+        yield
+    finally:
+        loop._results, connector._current_fx, connector._first_loop_iter, pl_module._current_fx_name = saved
+
+
+def set_current_batch(trainer: L.Trainer, batch: Any) -> None:
+    """Tell the scratch result collection which batch ``self.log`` sees (for its batch size)."""
+    trainer.fit_loop.epoch_loop._results.batch = batch
+
+
+def metric_state(metric: Metric) -> tuple[int, Any]:
+    """A torchmetrics ``Metric``'s update count and cached result (``_update_count``,
+    ``_computed``; private since torchmetrics 0.x), which its public ``metric_state`` lacks."""
+    return metric._update_count, metric._computed
+
+
+def set_metric_state(metric: Metric, update_count: int, computed: Any) -> None:
+    """Inverse of :func:`metric_state`."""
+    metric._update_count = update_count
+    metric._computed = computed

@@ -1,0 +1,56 @@
+"""What a range test measured and chose, and the error it raises when it cannot read a curve."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+class RangeTestError(RuntimeError):
+    """The range test could not produce a usable curve (e.g. NaN loss at the first step)."""
+
+
+@dataclass
+class RangeTestResult:
+    """What the range test measured and chose.
+
+    Attributes:
+        lrs: the LR of the first param group at each recorded step.
+        losses: the bias-corrected smoothed loss at each step (mean over processes).
+        raw_losses: the unsmoothed loss at each step.
+        base_lr: the selected lower bound (first param group).
+        max_lr: the selected upper bound (first param group).
+        rule: the selection rule that chose the bounds (``"explicit"`` for given bounds).
+        stop_reason: why the sweep ended: ``"completed"``, ``"diverged"``,
+            ``"non-finite loss"``, ``"too many skipped steps"``, ``"explicit bounds"``
+            when no sweep ran, or ``"smoke test"`` for a ``fast_dev_run``.
+        fallback: ``None`` if the rule read the bounds off the curve, else why a
+            documented fallback was used.
+        group_ratios: each param group's LR divided by the first group's; the
+            schedule keeps these ratios.
+        skipped_steps: sweep steps not recorded: the gradient scaler skipped the update
+            (inf/NaN gradients, e.g. with ``precision="16-mixed"``) or ``training_step``
+            returned ``None``. The same LR is tried again on the next batch.
+        extended: how many times the sweep was continued past ``end_lr`` because the loss
+            was still falling at its last LR (0 when the sweep found the top of the range).
+    """
+
+    lrs: list[float]
+    losses: list[float]
+    raw_losses: list[float]
+    base_lr: float
+    max_lr: float
+    rule: str
+    stop_reason: str
+    fallback: str | None = None
+    group_ratios: list[float] = field(default_factory=lambda: [1.0])
+    skipped_steps: int = 0
+    extended: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain numbers and strings only, so a checkpoint loads with ``torch.load(weights_only=True)``."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, state: dict[str, Any]) -> RangeTestResult:
+        return cls(**state)

@@ -1,0 +1,94 @@
+"""The range test's settings, validated once: each bad value is refused with its name and a fix."""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from lightning_clr import schedules
+
+#: the spacings of the sweep's LRs
+SWEEP_MODES = ("exponential", "linear")
+#: the smallest sweep whose curve the rules read correctly (tests/test_selection.py checks it)
+MIN_STEPS = 20
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What :class:`~lightning_clr.LRRangeTest` was asked for, after validation."""
+
+    schedule: schedules.Schedule
+    start_lr: float
+    end_lr: float
+    num_steps: int
+    mode: str
+    ema_beta: float
+    divergence_threshold: float | None
+    rule: str
+    rule_options: dict[str, Any]
+    bounds: tuple[float, float] | None
+    group_scales: list[float] | None
+    max_extensions: int
+
+
+def _finite_positive(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+
+def check_settings(*, schedule: schedules.Schedule | None, start_lr: float, end_lr: float, num_steps: int, mode: str,
+                   ema_beta: float, divergence_threshold: float | None, rule: str,
+                   rule_options: Mapping[str, Any] | None, bounds: Any, group_scales: Any, max_extensions: int,
+                   rules: Mapping[str, Callable[..., Any]]) -> Settings:
+    """Validate and normalise the arguments of :class:`~lightning_clr.LRRangeTest`.
+
+    Raises:
+        ValueError: a value out of range; the message names the argument, the value and the fix.
+        TypeError: ``schedule`` is not a :mod:`lightning_clr.schedules` spec.
+    """
+    if mode not in SWEEP_MODES:
+        raise ValueError(f"mode must be one of {SWEEP_MODES}, got {mode!r}")
+    if not _finite_positive(start_lr):
+        raise ValueError(f"start_lr must be a finite number > 0, got {start_lr}; a sweep starts at a small LR "
+                         "such as 1e-5")
+    if not (_finite_positive(end_lr) and end_lr > start_lr):
+        raise ValueError(f"end_lr ({end_lr}) must be a finite number above start_lr ({start_lr}); e.g. end_lr=10")
+    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < MIN_STEPS:
+        raise ValueError(f"num_steps must be an integer >= {MIN_STEPS} to read a curve, got {num_steps!r}; "
+                         "100 is a good default")
+    if not 0 <= ema_beta < 1:
+        raise ValueError(f"ema_beta must be in [0, 1), got {ema_beta}; 0 keeps the raw loss")
+    if divergence_threshold is not None and not divergence_threshold > 1:
+        raise ValueError(f"divergence_threshold must be > 1 (or None), got {divergence_threshold}")
+    if rule not in rules:
+        raise ValueError(f"rule must be one of {sorted(rules)}, got {rule!r}")
+    options = dict(rule_options or {})
+    known = [p for p in inspect.signature(rules[rule]).parameters if p not in ("lrs", "losses", "old_names")]
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ValueError(f"rule_options {unknown} are not options of the {rule!r} rule; it takes {known}")
+    if bounds is not None:
+        try:
+            base, top = (float(b) for b in bounds)
+        except (TypeError, ValueError):
+            raise ValueError(f"bounds must be two numbers (base_lr, max_lr), got {bounds!r}") from None
+        if not (_finite_positive(base) and _finite_positive(top) and base <= top):
+            raise ValueError(f"bounds must be finite with 0 < base_lr <= max_lr, got base_lr={base}, max_lr={top}; "
+                             "e.g. bounds=(0.01, 0.1)")
+        bounds = (base, top)
+    if group_scales is not None:
+        group_scales = [float(s) for s in group_scales]
+        if not group_scales or not all(_finite_positive(s) for s in group_scales):
+            raise ValueError(
+                f"group_scales must be one finite positive number per param group, got {group_scales}; "
+                "e.g. [0.1, 1.0] for two groups, or None to keep the optimizer's LR ratios"
+            )
+    if isinstance(max_extensions, bool) or not isinstance(max_extensions, int) or max_extensions < 0:
+        raise ValueError(f"max_extensions must be an integer >= 0, got {max_extensions!r}; 0 never extends the sweep")
+    if schedule is not None and not isinstance(schedule, schedules.Schedule):
+        raise TypeError(f"schedule must be a lightning_clr.schedules spec, got {type(schedule).__name__}")
+    return Settings(schedule if schedule is not None else schedules.Constant(), float(start_lr), float(end_lr),
+                    num_steps, mode, float(ema_beta), divergence_threshold, rule, options, bounds, group_scales,
+                    max_extensions)
