@@ -20,10 +20,13 @@ import hydra
 import lightning as L
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from lightning.pytorch.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 from omegaconf import DictConfig
 
+from lightning_clr.checkpointing import interrupt_status
 from lightning_clr.config import COMPOSE_ERRORS, ConfigError, checkpoint_path, one_line, register, split_schedule
+from lightning_clr.faults import RunFault, StopOnNonFiniteLoss
+from lightning_clr.preflight import check_checkpoint, explain_override, preflight, resume_path
 from lightning_clr.range_test import RangeTestError
 
 register()  # the finder and schedule schemas must be in Hydra's ConfigStore before @hydra.main composes
@@ -65,6 +68,7 @@ def build(cfg: DictConfig) -> tuple[L.Trainer, L.LightningModule, L.LightningDat
         raise ConfigError(f"finder: {err}") from err
     extra = {k: c for k, c in (cfg.get("callbacks") or {}).items() if c is not None}
     callbacks = [finder] + [_make(f"callbacks.{k}", c) for k, c in extra.items()]
+    callbacks += [] if any(isinstance(c, StopOnNonFiniteLoss) for c in callbacks) else [StopOnNonFiniteLoss()]
     logger = _make("logger", cfg.logger) if cfg.get("logger") is not None else False
     trainer = _make("trainer", cfg.trainer, callbacks=callbacks, logger=logger)
     return trainer, model, datamodule, finder
@@ -77,11 +81,16 @@ def train(cfg: DictConfig) -> dict[str, float]:
     schedule's step and the range-test bounds come from the checkpoint, which is loaded
     with ``torch.load(weights_only=True)``.
     """
-    ckpt_path = checkpoint_path(cfg)
+    ckpt_path = resume_path(cfg, checkpoint_path)  # ckpt_path=last: this run's last.ckpt, or an error
+    preflight(cfg)  # output_dir and $TMPDIR writable, before the range test
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
     trainer, model, datamodule, finder = build(cfg)
-    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    check_checkpoint(ckpt_path, model)  # readable, plain data only, this model's weights
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    except SIGTERMException:  # a SystemExit without a status: it would exit 0
+        sys.exit(interrupt_status(trainer))
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     if trainer.is_global_zero:
         _report(trainer, finder, metrics)
@@ -113,9 +122,9 @@ _FULL_ERROR = "HYDRA_FULL_ERROR"
 _full_error_set_by_cli = False
 
 
-def _exit_with(err: BaseException) -> NoReturn:
+def _exit_with(err: BaseException, status: int = 2) -> NoReturn:
     print(f"error: {one_line(err)}", file=sys.stderr, flush=True)
-    sys.exit(2)
+    sys.exit(status)
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
@@ -128,6 +137,10 @@ def main(cfg: DictConfig) -> float | None:
         if os.environ.get(_FULL_ERROR) == "1":
             raise
         _exit_with(err)
+    except RunFault as err:  # the run started and could not go on (NaN loss, a checkpoint write failed)
+        if os.environ.get(_FULL_ERROR) == "1":
+            raise
+        _exit_with(err, status=1)
     return metrics.get("val/acc")
 
 
@@ -144,10 +157,12 @@ def cli() -> None:
         return
     os.environ[_FULL_ERROR] = "1"  # lets Hydra's composition errors reach the handler below
     _full_error_set_by_cli = True
+    if not any("hydra.callbacks.run_dir_guard" in arg for arg in sys.argv[1:]):  # one job per run directory
+        sys.argv.append("++hydra.callbacks.run_dir_guard._target_=lightning_clr.rundir.RunDirGuard")
     try:
         main()
-    except COMPOSE_ERRORS as err:
-        _exit_with(err)
+    except (*COMPOSE_ERRORS, ConfigError) as err:  # ConfigError: the run directory belongs to another job
+        _exit_with(explain_override(err))
     finally:
         os.environ.pop(_FULL_ERROR, None)
 

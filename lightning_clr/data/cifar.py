@@ -8,12 +8,19 @@ The test set is the validation set, as in the papers the recipes reproduce.
 Images are kept as ``uint8`` in memory (150 MB) and turned into normalized float batches on the
 training device, in ``on_after_batch_transfer``: random crop with 4-pixel zero padding and
 horizontal flip for training batches (``augment``), then ``(x / 255 - mean) / std``.
+
+The batch files are pickles, and ``pickle.load`` runs whatever code a crafted file names.
+They are read with :class:`BatchUnpickler`, which admits only what the format holds: a dict
+of bytes, strings, ints and lists, and numpy arrays of numbers. Anything else (``os.system``,
+``builtins.exec``, any other class) is refused before it is called.
 :class:`FakeCIFAR10DataModule` has the same shapes, pipeline and arguments on generated
 images, for tests and smoke runs that must not touch the disk or the network.
 """
 
 from __future__ import annotations
 
+import codecs
+import io
 import pickle
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,12 +30,65 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from lightning_clr.config import ConfigError
 from lightning_clr.data.base import TensorDataModule
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)   # per-channel mean of the training images, on a 0-1 scale
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)    # per-channel standard deviation, on a 0-1 scale
 AUGMENTATIONS = ("none", "flip", "crop_flip")
 _FOLDER = "cifar-10-batches-py"
+_RECONSTRUCT = np.ndarray.__reduce__(np.zeros(1))[0]  # numpy's array rebuild function, under any numpy version
+#: the only globals a CIFAR-10 batch pickle refers to (numpy 1 and 2 spell the module differently)
+_ALLOWED = {
+    ("numpy.core.multiarray", "_reconstruct"): _RECONSTRUCT,
+    ("numpy._core.multiarray", "_reconstruct"): _RECONSTRUCT,
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    ("_codecs", "encode"): codecs.encode,  # how protocol 2 writes a bytes object from Python 3
+}
+
+
+class BatchUnpickler(pickle.Unpickler):
+    """An unpickler that builds only dicts, lists, bytes, strings, numbers and numpy arrays.
+
+    Raises:
+        pickle.UnpicklingError: the stream names any other global (a function to call, a class).
+
+    Example::
+
+        with open("cifar-10-batches-py/data_batch_1", "rb") as f:
+            entry = BatchUnpickler(f, encoding="bytes").load()
+    """
+
+    def find_class(self, module: str, name: str) -> Any:
+        allowed = _ALLOWED.get((module, name))
+        if allowed is None:
+            raise pickle.UnpicklingError(f"refused global {module}.{name}: a CIFAR-10 batch holds only arrays and lists")
+        return allowed
+
+
+def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Images ``uint8 (N, 3, 32, 32)`` and labels ``int64 (N,)`` of one ``cifar-10-batches-py`` file.
+
+    Raises:
+        ConfigError: the file is not a CIFAR-10 batch (refused content, wrong structure,
+            truncated); one line naming the file and the fix.
+    """
+    try:
+        entry = BatchUnpickler(io.BytesIO(path.read_bytes()), encoding="bytes").load()
+        data, labels = entry[b"data"], entry[b"labels"]
+        if not isinstance(data, np.ndarray) or data.dtype.kind not in "iub":
+            raise ValueError(f"b'data' is a {type(data).__name__} of {getattr(data, 'dtype', '?')}, not an integer array")
+        x = np.asarray(data, dtype=np.uint8).reshape(-1, 3, 32, 32)
+        y = np.asarray(labels, dtype=np.int64)
+        if y.shape != (len(x),):
+            raise ValueError(f"{len(x)} images but labels of shape {y.shape}")
+    except (pickle.UnpicklingError, ValueError, TypeError, KeyError, EOFError, IndexError, AttributeError) as err:
+        raise ConfigError(
+            f"data.data_dir: {path} is not a CIFAR-10 python batch ({type(err).__name__}: {err}); unpack the original "
+            "cifar-10-python.tar.gz there, or set data.download=true in an empty data_dir"
+        ) from None
+    return x, y
 
 
 def random_crop_flip(x: torch.Tensor, pad: int = 4, crop: bool = True, flip: bool = True) -> torch.Tensor:
@@ -130,12 +190,7 @@ class CIFAR10DataModule(TensorDataModule):
             )
 
         def read(names: list[str]) -> tuple[np.ndarray, np.ndarray]:
-            xs, ys = [], []
-            for name in names:
-                with open(folder / name, "rb") as f:
-                    entry = pickle.load(f, encoding="bytes")  # the official format is a pickled dict
-                xs.append(np.asarray(entry[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-                ys.append(np.asarray(entry[b"labels"], dtype=np.int64))
+            xs, ys = zip(*(read_batch(folder / name) for name in names))
             return np.concatenate(xs), np.concatenate(ys)
 
         x, y = read([f"data_batch_{i}" for i in range(1, 6)])
