@@ -93,3 +93,14 @@ def set_metric_state(metric: Metric, update_count: int, computed: Any) -> None:
     """Inverse of :func:`metric_state`."""
     metric._update_count = update_count
     metric._computed = computed
+
+
+def per_group_lists(scheduler: Any, groups: int) -> dict[str, list[Any]]:
+    """The scheduler's per-param-group lists, by attribute name, each ``groups`` long.
+
+    torch's schedulers keep one entry per group in plain lists: public ones such as
+    ``base_lrs`` and (CyclicLR) ``max_lrs`` / ``base_momentums``, the private ``_last_lr``
+    (torch 1.4 and later), and this package's ``min_lrs`` / ``max_lrs``. A param group added
+    during training (Lightning's ``BackboneFinetuning``) needs an entry in each.
+    """
+    return {k: v for k, v in vars(scheduler).items() if isinstance(v, list) and len(v) == groups}

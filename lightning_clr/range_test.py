@@ -9,27 +9,28 @@ per-step ``LRSchedulerConfig``. Resume checks are pure functions in :mod:`~light
 
 from __future__ import annotations
 
-import math
+from functools import partial
 from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, LearningRateFinder
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.utilities.parsing import lightning_hasattr, lightning_setattr
+from lightning.pytorch.utilities.parsing import lightning_setattr
 from lightning.pytorch.utilities.types import LRSchedulerConfig
 from typing_extensions import override
 
 from lightning_clr import resume, steps
 from lightning_clr import schedules as _schedules
+from lightning_clr.conditions import check_callbacks, group_ratios, lr_attribute, sweep_optimizer
 from lightning_clr.deprecation import renamed
 from lightning_clr.diagnostics import log_range_test
+from lightning_clr.groups import adopt_new_groups, follow_outside_changes
 from lightning_clr.result import RangeTestError, RangeTestResult
-from lightning_clr.schedules.base import undo_momentum_cycling
-from lightning_clr.selection import RULES, prepare, select_bounds
+from lightning_clr.selection import RULES, select_bounds
 from lightning_clr.settings import check_settings
-from lightning_clr.sweep import run_sweep, sweep_lrs
+from lightning_clr.sweep import continuation, run_sweep, sweep_lrs
 
 _RENAMED = {"min_lr": "start_lr", "max_lr": "end_lr", "smoothing": "ema_beta"}
 
@@ -136,8 +137,10 @@ class LRRangeTest(Callback):
         if trainer.fast_dev_run:
             rank_zero_info("LRRangeTest: skipped, since fast_dev_run is on; training keeps the optimizer's LR.")
             return
-        optimizer = self._preflight(trainer, pl_module)
-        ratios = self._group_ratios(optimizer)
+        optimizer = sweep_optimizer(trainer, pl_module, restored=self._restored,
+                                    replace_scheduler=self._replace_scheduler)
+        attr = lr_attribute(pl_module, self._attr_name) if self._update_attr else None
+        ratios = group_ratios(optimizer, self._s.group_scales)
         per_epoch, total = self._step_counts(trainer)
         continuing = trainer.global_step > 0 and self.result is not None and not self._restored
         if continuing:  # a second fit of one Trainer: same bounds, the schedule fitted to the steps left
@@ -162,13 +165,26 @@ class LRRangeTest(Callback):
             self.result = self._sweep(trainer, pl_module, optimizer, ratios)
             log_range_test(trainer, self.result)
         self._install(trainer, optimizer, per_epoch, total)
-        if self._update_attr:
-            lightning_setattr(pl_module, self._attr(pl_module), self.result.max_lr)
+        if attr is not None:
+            lightning_setattr(pl_module, attr, self.result.max_lr)
+
+    @override
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        if self.scheduler is None or self.result is None:
+            return
+        known, optimizer = len(self.result.group_ratios), trainer.optimizers[0]
+        if len(optimizer.param_groups) > known:  # e.g. BackboneFinetuning unfroze a backbone
+            added = adopt_new_groups(self.scheduler, optimizer, known)
+            self.result.group_ratios = [*self.result.group_ratios, *added]
+            rank_zero_info(f"LRRangeTest: {len(added)} new param group(s) follow the schedule at LR ratios {added}.")
+        follow_outside_changes(self.scheduler, optimizer, self.result.group_ratios)
 
     @override
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage == "fit":  # a checkpoint's state, if any, is loaded after this hook
             self._restored = False
+            check_callbacks(trainer)
 
     @override
     def state_dict(self) -> dict[str, Any]:
@@ -182,63 +198,6 @@ class LRRangeTest(Callback):
             self._saved_plan = {"bounds": [self.result.base_lr, self.result.max_lr],
                                 **{k: v for k, v in state_dict.items() if k != "result"}}
             self._restored = True
-
-    def _preflight(self, trainer: L.Trainer, pl_module: L.LightningModule) -> torch.optim.Optimizer:
-        """Every precondition of the sweep, checked before any training step."""
-        def refuse(message: str) -> None:
-            raise MisconfigurationException(f"LRRangeTest: {message}")
-
-        if not pl_module.automatic_optimization:
-            refuse("it drives the optimizer itself and needs automatic optimization; set "
-                   "`self.automatic_optimization = True` or remove the callback.")
-        if len(trainer.optimizers) != 1:
-            refuse(f"it needs exactly one optimizer, configure_optimizers returned {len(trainer.optimizers)}.")
-        if any(isinstance(c, LearningRateFinder) for c in trainer.callbacks):
-            refuse("Lightning's LearningRateFinder is among the callbacks too, and both would sweep the LR; keep one.")
-        if trainer.ckpt_path is not None and not self._restored:
-            refuse(f"the checkpoint {trainer.ckpt_path} was written without LRRangeTest, so its scheduler state "
-                   "would be loaded into the found schedule; resume it without LRRangeTest, or start a new run from "
-                   "its weights (e.g. Module.load_from_checkpoint) without ckpt_path.")
-        if self._update_attr:
-            self._attr(pl_module)
-        if trainer.lr_scheduler_configs and not self._replace_scheduler:
-            names = ", ".join(type(c.scheduler).__name__ for c in trainer.lr_scheduler_configs)
-            refuse(f"configure_optimizers returned a scheduler ({names}) and replace_scheduler=False; remove that "
-                   "scheduler or set replace_scheduler=True to let LRRangeTest install its schedule.")
-        optimizer = trainer.optimizers[0]
-        if trainer.lr_scheduler_configs:
-            undone = undo_momentum_cycling(optimizer)
-            if undone:
-                rank_zero_warn(f"LRRangeTest: the replaced scheduler had changed the optimizer's {undone}")
-        return optimizer
-
-    def _attr(self, pl_module: L.LightningModule) -> str:
-        names = [self._attr_name] if self._attr_name else ["lr", "learning_rate"]
-        found = next((n for n in names if lightning_hasattr(pl_module, n)), None)
-        if found is None:
-            raise MisconfigurationException(
-                f"LRRangeTest(update_attr=True): the module has no attribute or hparam {' or '.join(names)}; "
-                "add one, pass attr_name=..., or set update_attr=False."
-            )
-        return found
-
-    def _group_ratios(self, optimizer: torch.optim.Optimizer) -> list[float]:
-        """Each param group's LR relative to the first: from ``group_scales`` or the optimizer's LRs."""
-        groups, scales = len(optimizer.param_groups), self._s.group_scales
-        if scales is not None:
-            if len(scales) != groups:
-                raise MisconfigurationException(
-                    f"group_scales={scales} has {len(scales)} entries but the optimizer has {groups} param groups; "
-                    "give one scale per group, or group_scales=None to keep their LR ratios."
-                )
-            return [s / scales[0] for s in scales]
-        first = optimizer.param_groups[0]["lr"]
-        if not first > 0:
-            raise MisconfigurationException(
-                f"the first param group's lr is {first}; LRRangeTest keeps the groups' LR ratios relative to it, "
-                "so it must be > 0."
-            )
-        return [g["lr"] / first for g in optimizer.param_groups]
 
     def _step_counts(self, trainer: L.Trainer) -> tuple[int, int | None]:
         """``(steps_per_epoch, total_steps)``; a loader without a length works unless the shape needs it."""
@@ -258,7 +217,8 @@ class LRRangeTest(Callback):
         s = self._s
         record = run_sweep(trainer, pl_module, optimizer, ratios, sweep_lrs(s.start_lr, s.end_lr, s.num_steps, s.mode),
                            ema_beta=s.ema_beta, divergence_threshold=s.divergence_threshold,
-                           progress_bar=self._progress_bar, more=self._more)
+                           progress_bar=self._progress_bar,
+                           more=partial(continuation, mode=s.mode, num_steps=s.num_steps, limit=s.max_extensions))
         if not record.lrs and record.stop == "too many skipped steps":
             raise RangeTestError(
                 f"all {record.skipped} range-test steps were skipped: training_step returned None, or the gradient "
@@ -276,16 +236,6 @@ class LRRangeTest(Callback):
         result = RangeTestResult(record.lrs, record.smooth, record.raw, bounds.base_lr, bounds.max_lr, bounds.rule,
                                  record.stop, bounds.fallback, ratios, record.skipped, record.extended)
         return trainer.strategy.broadcast(result, src=0)  # every rank trains with rank zero's bounds
-
-    def _more(self, lrs: list[float], smooth: list[float], extended: int) -> list[float]:
-        """The next LRs while the loss is still falling at the last one (its minimum is among the last two)."""
-        if extended >= self._s.max_extensions or len(lrs) < 3 or prepare(lrs, smooth).i_min < len(lrs) - 2:
-            return []
-        if self._s.mode == "exponential":
-            step = math.log(lrs[-1] / lrs[-2])
-            return [lrs[-1] * math.exp(step * k) for k in range(1, max(1, round(math.log(10) / step)) + 1)]
-        step = lrs[-1] - lrs[-2]
-        return [lrs[-1] + step * k for k in range(1, self._s.num_steps // 2 + 1)]
 
     def _install(self, trainer: L.Trainer, optimizer: torch.optim.Optimizer, per_epoch: int,
                  total: int | None) -> None:

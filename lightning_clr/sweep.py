@@ -37,6 +37,7 @@ from lightning_clr._compat import (
     set_sampler_epoch,
 )
 from lightning_clr.restore import TrainingState
+from lightning_clr.selection import prepare
 
 
 
@@ -70,6 +71,26 @@ def sweep_lrs(start_lr: float, end_lr: float, num_steps: int, mode: str) -> list
     if mode == "exponential":
         return [start_lr * (end_lr / start_lr) ** f for f in fractions]
     return [start_lr + (end_lr - start_lr) * f for f in fractions]
+
+
+def continuation(lrs: list[float], smooth: list[float], extended: int, *, mode: str, num_steps: int,
+                 limit: int) -> list[float]:
+    """The next LRs of a sweep that has not found the top of its range.
+
+    That is a curve still flat at its last LR (the rules cannot read it), or one whose
+    minimum, smoothed as the rules smooth it, lies in its last tenth. Each continuation is one more decade at the same spacing (exponential) or half the sweep's
+    length at the same step (linear), at most ``limit`` times; ``[]`` once the loss has turned.
+    """
+    if extended >= limit or len(lrs) < 3:
+        return []
+    curve = prepare(lrs, smooth)
+    if curve.unreadable is None and curve.i_min < len(curve.lrs) - max(2, len(curve.lrs) // 10):
+        return []
+    if mode == "exponential":
+        step = math.log(lrs[-1] / lrs[-2])
+        return [lrs[-1] * math.exp(step * k) for k in range(1, max(1, round(math.log(10) / step)) + 1)]
+    step = lrs[-1] - lrs[-2]
+    return [lrs[-1] + step * k for k in range(1, num_steps // 2 + 1)]
 
 
 def run_sweep(
@@ -182,8 +203,10 @@ def _sweep(
     bar = tqdm(total=len(targets), desc="LR range test", disable=not show, leave=False, file=sys.stderr,
                dynamic_ncols=True)
     step = 0
-    while step < len(targets) or (more is not None and _extend(strategy, targets, more, lrs, smooth, extended)):
+    while True:
         if step >= len(targets):
+            if more is None or not _extend(strategy, targets, more, lrs, smooth, extended):
+                break
             extended += 1
             bar.total = len(targets)
             bar.refresh()

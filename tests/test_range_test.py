@@ -283,3 +283,57 @@ def test_adamw_mlp_finds_sane_bounds(tmp_path):
     r = finder.result
     assert 1e-5 <= r.base_lr < r.max_lr <= 10.0
     assert r.max_lr / r.base_lr >= 2
+
+
+class TestContract:
+    @pytest.mark.parametrize("resume", [False, True])
+    def test_a_fit_builds_its_schedule_exactly_once(self, resume, tmp_path):
+        builds = []
+
+        class Counted(schedules.OneCycle):
+            def build(self, *args, **kwargs):
+                builds.append(1)
+                return super().build(*args, **kwargs)
+
+        finder = LRRangeTest(Counted(), num_steps=20, start_lr=1e-4, end_lr=1.0)
+        trainer = tiny_trainer(tmp_path, callbacks=[finder], max_steps=4)
+        trainer.fit(tiny_model(), datamodule=tiny_data())
+        assert builds == [1]
+        if resume:
+            trainer.save_checkpoint(tmp_path / "a.ckpt")
+            again = tiny_trainer(tmp_path, callbacks=[LRRangeTest(Counted(), num_steps=20)], max_steps=4)
+            again.fit(tiny_model(), datamodule=tiny_data(), ckpt_path=tmp_path / "a.ckpt", weights_only=True)
+            assert builds == [1, 1]
+
+    @pytest.mark.parametrize("old, new, value", [("min_lr", "start_lr", 1e-4), ("max_lr", "end_lr", 3.0),
+                                                 ("smoothing", "ema_beta", 0.8)])
+    def test_old_argument_names_warn_and_work(self, old, new, value):
+        with pytest.warns(DeprecationWarning, match=f"{old}= is renamed {new}="):
+            finder = LRRangeTest(**{old: value})
+        assert getattr(finder._s, new) == value
+
+    def test_enabled_is_gone_with_the_replacement_named(self):
+        with pytest.raises(TypeError, match=r"enabled= is removed; pass bounds=\(base_lr, max_lr\)"):
+            LRRangeTest(enabled=False)
+
+    def test_an_unknown_argument_is_a_type_error(self):
+        with pytest.raises(TypeError, match="unexpected keyword argument 'num_stepz'"):
+            LRRangeTest(num_stepz=10)
+
+    def test_rule_options_reach_the_rule(self, tmp_path):
+        found = {}
+        for stop in (0.3, 0.8):
+            finder = LRRangeTest(num_steps=40, start_lr=1e-4, end_lr=10.0, rule_options={"stop_frac": stop})
+            tiny_trainer(tmp_path, callbacks=[finder], max_steps=1).fit(tiny_model(), datamodule=tiny_data())
+            found[stop] = finder.result.max_lr
+        assert found[0.8] > found[0.3]  # a later stop on the same curve (same seed, same sweep)
+
+
+def test_a_sweep_still_falling_at_its_end_is_continued(tmp_path):
+    finder = LRRangeTest(schedules.Constant(), num_steps=20, start_lr=1e-3, end_lr=1e-2, max_extensions=2)
+    tiny_trainer(tmp_path, callbacks=[finder], max_steps=1).fit(tiny_model(), datamodule=tiny_data())
+    r = finder.result
+    assert r.extended == 2 and r.lrs[-1] == pytest.approx(1.0, rel=1e-6)  # two more decades, same spacing
+    assert r.max_lr > 1e-2  # read above the planned end
+    steps = np.diff(np.log10(r.lrs))
+    np.testing.assert_allclose(steps, steps[0], rtol=1e-9)
