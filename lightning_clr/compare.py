@@ -13,24 +13,43 @@ and final ``val/acc``, the epochs until ``val/acc`` first reached ``target``, an
 ``ensemble/val_acc`` when a :class:`~lightning_clr.SnapshotEnsemble` logged one. A PNG puts the
 val-accuracy curves and the LR schedules of all runs side by side.
 
-In a Hydra multirun, :class:`CompareRuns` (a Hydra callback) prints the same table when the
+Runs are labelled by the overrides that differ between them (the ones all runs share say
+nothing). When the runs hold a grid of constant LRs (``finder.bounds=[lr,lr]``, as
+``+sweep=lr_grid`` trains) and a range test, the output adds the grid check: where the range
+test's bounds fall on the grid's curve of final metric against LR (:mod:`lightning_clr.grid_check`
+draws its figure); after ``+sweep=optuna_lr`` it adds the best trial against one range test.
+
+In a Hydra multirun, :class:`CompareRuns` (a Hydra callback) prints the same when the
 sweep ends: ``hydra.callbacks.compare._target_=lightning_clr.compare.CompareRuns``.
 """
 
 from __future__ import annotations
 
 import argparse
+import bisect
 import logging
+import math
 import sys
+import textwrap
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 from hydra.experimental.callback import Callback as HydraCallback
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from lightning_clr.grid_check import GridCheck, SearchCheck, bounds_pair, plot_grid_check, plot_search_check
 
 EVENT_GLOB = "events.out.tfevents.*"
+#: the range test's scalars (one point per sweep step)
+CURVE_TAGS = ("range_test/lr", "range_test/loss", "range_test/loss_raw")
+#: overrides that never tell two runs apart in a label
+_HIDDEN = ("hydra.", "+recipe=", "recipe=", "+sweep=", "sweep=")
+#: what the Optuna sweeper writes into the sweep folder
+OPTUNA_RESULTS = "optimization_results.yaml"
 
 
 @dataclass
@@ -46,6 +65,12 @@ class Run:
         val_acc: ``(epoch, val/acc)`` per validation, epochs counted from 1.
         ensemble_acc: ``(epoch, ensemble/val_acc)`` per validation that logged one.
         lr: ``(step, lr)`` of the first param group, every logged step.
+        overrides: the run's Hydra overrides, without ``hydra.*`` and recipe/sweep selections.
+        explicit: ``finder.bounds`` from the run's config (None when the range test chose them).
+        last: the last logged value of every scalar tag.
+        scalars: ``(epoch, value)`` per validation of every epoch-level tag, read on demand.
+        curve: the range test's ``range_test/*`` values, one per sweep step.
+        name: the run folder's name (a multirun's job number), or the log folder's.
     """
 
     log_dir: Path
@@ -56,6 +81,12 @@ class Run:
     val_acc: list[tuple[int, float]]
     ensemble_acc: list[tuple[int, float]] = field(default_factory=list)
     lr: list[tuple[int, float]] = field(default_factory=list)
+    overrides: list[str] = field(default_factory=list)
+    explicit: tuple[float, float] | None = None
+    last: dict[str, float] = field(default_factory=dict)
+    scalars: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    curve: dict[str, list[float]] = field(default_factory=dict)
+    name: str = ""
 
 
 def find_log_dirs(paths: Iterable[str | Path]) -> list[Path]:
@@ -103,11 +134,21 @@ def _bounds(log_dir: Path) -> tuple[float | None, float | None]:
     return get("range_test/base_lr"), get("range_test/max_lr")
 
 
-def load_run(log_dir: str | Path) -> Run:
+def _select(config_file: Path, key: str) -> Any:
+    """``key`` of a saved Hydra config, interpolations resolved (None when it cannot be)."""
+    try:
+        node = OmegaConf.select(OmegaConf.load(config_file), key)
+        return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+    except OmegaConfBaseException:  # e.g. ${hydra:...}, which only resolves inside a Hydra app
+        return None
+
+
+def load_run(log_dir: str | Path, metrics: Sequence[str] = ()) -> Run:
     """Read one run's scalars, hparams and Hydra config.
 
-    Raises:
-        ValueError: when the run logged no ``val/acc``.
+    Args:
+        log_dir: a folder with the run's TensorBoard event files.
+        metrics: further epoch-level tags to keep per epoch in ``Run.scalars`` (``val/acc`` always is).
     """
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -116,8 +157,6 @@ def load_run(log_dir: str | Path) -> Run:
     acc = EventAccumulator(str(log_dir), size_guidance={"scalars": 0})
     acc.Reload()
     tags = set(acc.Tags()["scalars"])
-    if "val/acc" not in tags:
-        raise ValueError(f"'{log_dir}' logged no val/acc; compare needs runs with validation")
     # Lightning logs the 0-based epoch next to every metric, at the same step
     epoch_at = {e.step: int(e.value) for e in acc.Scalars("epoch")} if "epoch" in tags else {}
 
@@ -130,19 +169,41 @@ def load_run(log_dir: str | Path) -> Run:
     lr = [(e.step, float(e.value)) for e in acc.Scalars(lr_tag)] if lr_tag else []
 
     hydra = _hydra_dir(log_dir)
-    schedule, label, explicit = "?", log_dir.name, None
+    schedule, label, explicit, shown = "?", log_dir.name, None, []
     if hydra is not None:
         config = _read_yaml(hydra / "config.yaml") or {}
         target = (config.get("schedule") or {}).get("_target_", "lightning_clr.schedules.Constant")
-        schedule = target.rsplit(".", 1)[-1]
+        schedule = str(target).rsplit(".", 1)[-1]
         overrides = _read_yaml(hydra / "overrides.yaml") if (hydra / "overrides.yaml").is_file() else []
-        shown = [o for o in overrides or [] if not o.startswith(("hydra.", "+recipe=", "recipe="))]
+        shown = [o for o in overrides or [] if not o.startswith(_HIDDEN)]
         label = " ".join(shown) or hydra.parent.name
-        explicit = (config.get("finder") or {}).get("bounds")  # a run without a sweep logs no bounds
+        # a run without a sweep logs no bounds; interpolated bounds (+sweep=optuna_lr) resolve here
+        explicit = bounds_pair(_select(hydra / "config.yaml", "finder.bounds"))
     base, top = _bounds(log_dir)
     if base is None and explicit:
-        base, top = (float(b) for b in explicit)
-    return Run(log_dir, label, schedule, base, top, per_epoch("val/acc"), per_epoch("ensemble/val_acc"), lr)
+        base, top = explicit
+    return Run(log_dir, label, schedule, base, top, per_epoch("val/acc"), per_epoch("ensemble/val_acc"), lr,
+               overrides=shown, explicit=explicit,
+               last={t: float(acc.Scalars(t)[-1].value) for t in sorted(tags)},
+               scalars={t: per_epoch(t) for t in {"val/acc", *metrics}},
+               curve={t: [float(e.value) for e in acc.Scalars(t)] for t in CURVE_TAGS if t in tags},
+               name=hydra.parent.name if hydra is not None else log_dir.name)
+
+
+def distinct_labels(runs: Sequence[Run]) -> list[str]:
+    """Each run's label from only the overrides whose value differs between the runs.
+
+    An override that every run has with the same value is dropped. A run left with nothing
+    keeps its own label when it is the only run, else its folder's name (a job number).
+    """
+    key = lambda override: override.split("=", 1)[0]
+    values = [{key(o): o for o in run.overrides} for run in runs]
+    differ = {k for v in values for k in v if len({u.get(k) for u in values}) > 1}
+    labels = []
+    for run in runs:
+        kept = [o for o in run.overrides if key(o) in differ]
+        labels.append(" ".join(kept) if kept else run.label if len(runs) == 1 else run.name or run.label)
+    return labels
 
 
 def summarize(run: Run, target: float) -> dict[str, Any]:
@@ -181,32 +242,50 @@ def markdown(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     return "\n".join(lines)
 
 
-def plot_runs(runs: Sequence[Run], path: str | Path, target: float | None = None) -> Path:
-    """Write a PNG: val accuracy per epoch (left) and the LR per step (right) of every run."""
+def runs_figure(runs: Sequence[Run], target: float | None = None) -> Any:
+    """The comparison figure: val accuracy per epoch (left), the LR per step (right), one legend below.
+
+    The runs share one legend under both panels (a run has the same colour in each), with
+    long labels wrapped; the figure grows taller with the legend, so the panels keep their
+    width and height whatever the labels.
+    """
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    fig, (ax_acc, ax_lr) = plt.subplots(1, 2, figsize=(12, 4.5), dpi=100)
-    for i, run in enumerate(runs):
+    width = 58 if len(runs) > 1 else 110
+    labels = [textwrap.fill(f"{run.label} ({run.schedule})", width) for run in runs]
+    columns = 2 if len(runs) > 1 else 1
+    rows = sum(label.count("\n") + 1 for label in labels) / columns + len(runs) % columns + (target is not None)
+    fig, (ax_acc, ax_lr) = plt.subplots(1, 2, figsize=(12, 4.5 + 0.19 * rows), dpi=100, layout="constrained")
+    for i, (run, label) in enumerate(zip(runs, labels)):
         color = f"C{i % 10}"
-        ax_acc.plot(*zip(*run.val_acc), color=color, lw=1.8, label=f"{run.label} ({run.schedule})")
+        if run.val_acc:
+            ax_acc.plot(*zip(*run.val_acc), color=color, lw=1.8, label=label)
         if run.ensemble_acc:
-            ax_acc.plot(*zip(*run.ensemble_acc), color=color, lw=1.2, ls="--", label=f"{run.label}: ensemble")
+            ax_acc.plot(*zip(*run.ensemble_acc), color=color, lw=1.2, ls="--", label=f"{label}: ensemble")
         if run.lr:
-            ax_lr.plot(*zip(*run.lr), color=color, lw=1.2, label=run.label)
+            ax_lr.plot(*zip(*run.lr), color=color, lw=1.2)
     if target is not None:
         ax_acc.axhline(target, color="0.5", ls=":", lw=1, label=f"target {target:g}")
     ax_acc.set(xlabel="epoch", ylabel="val/acc", title="validation accuracy")
-    ax_lr.set(xlabel="optimizer step", ylabel="learning rate", title="schedule")
+    ax_lr.set(xlabel="optimizer step", ylabel="learning rate", title="schedule (colours as on the left)")
     lrs = [v for run in runs for _, v in run.lr if v > 0]
     if lrs and max(lrs) / min(lrs) > 50:
         ax_lr.set_yscale("log")
     for ax in (ax_acc, ax_lr):
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
+    fig.legend(*ax_acc.get_legend_handles_labels(), loc="outside lower center", ncols=columns, fontsize=7,
+               frameon=False)
+    return fig
+
+
+def plot_runs(runs: Sequence[Run], path: str | Path, target: float | None = None) -> Path:
+    """Write :func:`runs_figure` as a PNG at ``path``."""
+    import matplotlib.pyplot as plt
+
+    fig = runs_figure(runs, target)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
@@ -214,27 +293,166 @@ def plot_runs(runs: Sequence[Run], path: str | Path, target: float | None = None
     return path
 
 
-def compare(paths: Iterable[str | Path], target: float = 0.9, png: str | Path | None = "compare.png") -> str:
-    """Read the runs under ``paths``, write the PNG (unless ``png`` is None) and return the table.
+def grid_check(runs: Sequence[Run], metric: str = "val/acc", higher_is_better: bool = True) -> GridCheck | None:
+    """The grid check of ``runs``, or None when they hold no grid and range test.
+
+    Grid runs are those trained at a constant LR without a range test (``finder.bounds=[lr,lr]``);
+    the reference is the first run whose bounds the range test found.
+
+    Raises:
+        ValueError: no grid run logged ``metric``.
+    """
+    grid = [r for r in runs if r.explicit is not None and math.isclose(*r.explicit, rel_tol=1e-9)]
+    tests = [r for r in runs if r.explicit is None and r.base_lr is not None]
+    if len(grid) < 2 or not tests:
+        return None
+    if not any(metric in r.last for r in grid):
+        known = sorted({t for r in grid for t in r.last if not t.startswith(("lr", "range_test/", "epoch"))})
+        raise ValueError(f"metric={metric}: no grid run logged it; choose one of {', '.join(known) or 'none logged'}")
+    ref = tests[0]
+    return GridCheck(
+        metric, higher_is_better, [r.explicit[0] for r in grid], [r.last.get(metric, math.nan) for r in grid],
+        ref.base_lr, ref.max_lr, ref.last.get(metric), ref.schedule,
+        ref.curve.get("range_test/lr", []), ref.curve.get("range_test/loss", []), ref.curve.get("range_test/loss_raw", []),
+    )
+
+
+def _not_constant(runs: Sequence[Run]) -> list[str]:
+    """Lines naming grid runs whose logged LR moved (a schedule that is not flat between [lr, lr])."""
+    lines = []
+    for r in runs:
+        values = [v for _, v in r.lr if v > 0]
+        if r.explicit is not None and values and max(values) > min(values) * 1.001:
+            lines.append(f"note: grid run '{r.label}' ({r.schedule}) did not train a constant LR "
+                         f"({min(values):.3g} to {max(values):.3g}); its point is not a constant-LR result")
+    return lines
+
+
+def search_check(runs: Sequence[Run], results: Path, metric: str = "val/acc") -> SearchCheck | None:
+    """The best trial of an Optuna sweep (``results``: its ``optimization_results.yaml``) vs. one range test.
+
+    The reference is job 0 (``+sweep=optuna_lr`` makes trial 0 a plain range test), else the
+    first run whose bounds the range test found; None when no run ran one.
+    """
+    found = _read_yaml(results) or {}
+    if "best_value" not in found:
+        return None
+    params = dict(found.get("best_params") or {})
+    wanted = {f"{k}={v}" for k, v in params.items()}
+    best = next((r for r in runs if wanted <= set(r.overrides)), None)
+    tests = sorted((r for r in runs if r.explicit is None and r.base_lr is not None), key=lambda r: r.name != "0")
+    if not tests:
+        return None
+    ref = tests[0]
+    best_bounds = (best.base_lr, best.max_lr) if best is not None and best.base_lr is not None else None
+    return SearchCheck(
+        metric, float(found["best_value"]), params, best_bounds, best.scalars.get(metric, []) if best else [],
+        (ref.base_lr, ref.max_lr), ref.last.get(metric, math.nan), ref.scalars.get(metric, []),
+        ref.curve.get("range_test/lr", []), ref.curve.get("range_test/loss", []), num_trials=len(runs),
+    )
+
+
+def format_grid_check(check: GridCheck) -> str:
+    """The grid as a Markdown table with the range test's bounds in LR order, then what they mean.
+
+    A bound's row shows the grid's curve at that LR (linear in log LR between its two
+    neighbours); the best grid run is marked ``best``.
+    """
+    best_lr, best_value = check.best
+    rows = [(lr, f"{v:.4f}", "best" if lr == best_lr else "") for lr, v in zip(check.lrs, check.values)]
+    for name, lr in (("base_lr", check.base_lr), ("max_lr", check.max_lr)):
+        at = check.value_at(lr)
+        rows.append((lr, "-" if at is None else f"({at:.4f} on the grid's curve)", f"range test {name}"))
+    rows.sort(key=lambda row: row[0])
+    lines = [f"grid check: final {check.metric} at {len(check.lrs)} constant LRs", "",
+             markdown(["lr", check.metric, ""], [(f"{lr:.4g}", v, mark) for lr, v, mark in rows]), ""]
+    lines += [f"range test {name}={lr:.4g}: {check.where(lr)}"
+              for name, lr in (("base_lr", check.base_lr), ("max_lr", check.max_lr))]
+    lines.append(f"best grid LR: {best_lr:.4g} ({check.metric} {best_value:.4f}), "
+                 f"{_relation(best_lr, check.base_lr, check.max_lr)}")
+    if check.range_value is not None:
+        beaten = [v for v in check.values if (v < check.range_value if check.higher_is_better else v > check.range_value)]
+        lines.append(f"range-test run ({check.range_schedule} between the bounds): {check.metric} "
+                     f"{check.range_value:.4f}, {check.range_value - best_value:+.4f} vs. the best grid LR, "
+                     f"better than {len(beaten)} of {len(check.values)} grid runs")
+    return "\n".join(lines)
+
+
+def _relation(lr: float, base_lr: float, max_lr: float) -> str:
+    if lr < base_lr:
+        return f"below base_lr ({base_lr / lr:.3g}x lower)"
+    if lr > max_lr:
+        return f"above max_lr ({lr / max_lr:.3g}x higher)"
+    return "between base_lr and max_lr"
+
+
+def format_search_check(check: SearchCheck) -> str:
+    """Lines: the best trial, the reference range test, and the gap between them."""
+    params = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in check.best_params.items())
+    bounds = (f"base_lr={check.best_bounds[0]:.4g} max_lr={check.best_bounds[1]:.4g}"
+              if check.best_bounds else "bounds unknown")
+    base, top = check.range_bounds
+    return "\n".join([
+        f"search check: best of {check.num_trials} trials: {check.metric} {check.best_value:.4f} ({params}; {bounds})",
+        f"one range test: base_lr={base:.4g} max_lr={top:.4g}, {check.metric} {check.range_value:.4f} "
+        f"({check.range_value - check.best_value:+.4f} vs. the best trial, at 1/{max(check.num_trials, 1)} of its runs)",
+    ])
+
+
+def compare(
+    paths: Iterable[str | Path],
+    target: float = 0.9,
+    png: str | Path | None = "compare.png",
+    *,
+    metric: str = "val/acc",
+    higher_is_better: bool | None = None,
+    grid_png: str | Path | None = None,
+    search_png: str | Path | None = None,
+) -> str:
+    """Read the runs under ``paths`` and return the table, plus the grid or search check when they hold one.
+
+    Args:
+        paths: run, multirun or log folders.
+        target: accuracy for the "epochs to target" column.
+        png: where to write the comparison figure (None: no figure).
+        metric: the final scalar the grid and search checks compare (any tag the runs log).
+        higher_is_better: whether a larger ``metric`` is better; None: False for a tag with
+            ``loss`` in its name, True otherwise.
+        grid_png: where to write the grid check's figure (None: no figure).
+        search_png: where to write the search check's figure (None: no figure).
 
     Raises:
         FileNotFoundError: when a path holds no run.
-        ValueError: for a target outside (0, 1] or when no run logged ``val/acc``.
+        ValueError: for a target outside (0, 1], or when no run logged ``val/acc`` and no check applies.
     """
     if not 0 < target <= 1:
         raise ValueError(f"target is an accuracy in (0, 1], got {target}")
-    runs = []
-    for log_dir in find_log_dirs(paths):
-        try:
-            runs.append(load_run(log_dir))
-        except ValueError as err:
-            print(f"skipped: {err}", file=sys.stderr)
-    if not runs:
+    higher = ("loss" not in metric) if higher_is_better is None else higher_is_better
+    runs = [load_run(log_dir, metrics=(metric,)) for log_dir in find_log_dirs(paths)]
+    runs = [replace(run, label=label) for run, label in zip(runs, distinct_labels(runs))]
+    sections = []
+    table_runs = [r for r in runs if r.val_acc]
+    for r in runs:
+        if not r.val_acc:
+            print(f"skipped in the table: '{r.log_dir}' logged no val/acc", file=sys.stderr)
+    if table_runs:
+        sections.append(format_table([summarize(r, target) for r in table_runs], target))
+        if png is not None:
+            sections.append(f"PNG: {plot_runs(table_runs, png, target).resolve()}")
+    grid = grid_check(runs, metric, higher)
+    if grid is not None:
+        sections.append("\n".join([format_grid_check(grid), *_not_constant(runs)]))
+        if grid_png is not None:
+            sections.append(f"grid check PNG: {plot_grid_check(grid, grid_png).resolve()}")
+    results = next((Path(p) / OPTUNA_RESULTS for p in paths if (Path(p) / OPTUNA_RESULTS).is_file()), None)
+    search = search_check(runs, results, metric) if results is not None else None
+    if search is not None:
+        sections.append(format_search_check(search))
+        if search_png is not None:
+            sections.append(f"search check PNG: {plot_search_check(search, search_png).resolve()}")
+    if not sections:
         raise ValueError("none of the runs logged val/acc")
-    table = format_table([summarize(r, target) for r in runs], target)
-    if png is not None:
-        table += f"\n\nPNG: {plot_runs(runs, png, target).resolve()}"
-    return table
+    return "\n\n".join(sections)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -242,20 +460,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run, multirun or log folders")
     parser.add_argument("--target", type=float, default=0.9, help="accuracy for 'epochs to target' (default 0.9)")
     parser.add_argument("--png", default="compare.png", help="where to write the figure (default compare.png)")
+    parser.add_argument("--metric", default="val/acc", help="final scalar of the grid/search check (default val/acc)")
+    parser.add_argument("--grid-png", default="lr_grid.png", help="grid check figure (default lr_grid.png)")
+    parser.add_argument("--search-png", default="search.png", help="search check figure (default search.png)")
     args = parser.parse_args(argv)
     try:
-        print(compare(args.run_dirs, args.target, args.png))
+        print(compare(args.run_dirs, args.target, args.png, metric=args.metric, grid_png=args.grid_png,
+                      search_png=args.search_png))
     except (FileNotFoundError, ValueError) as err:
         parser.error(str(err))
     return 0
 
 
 class CompareRuns(HydraCallback):
-    """Hydra callback: when a multirun ends, print the comparison of its jobs and write the PNG.
+    """Hydra callback: when a multirun ends, print the comparison of its jobs and write the figures.
 
     Args:
         target: accuracy for the "epochs to target" column.
-        png: file name of the figure, inside the sweep folder.
+        png: file name of the comparison figure, inside the sweep folder (None: none).
+        metric: the final scalar of the grid and search checks, e.g. ``val/loss`` or a tag of
+            the user's own model.
+        higher_is_better: whether a larger ``metric`` is better; None infers it from the name.
+        grid_png: file name of the grid check's figure (written when the sweep holds one).
+        search_png: file name of the search check's figure (after an Optuna sweep).
 
     Example::
 
@@ -263,15 +490,25 @@ class CompareRuns(HydraCallback):
             +hydra.callbacks.compare._target_=lightning_clr.compare.CompareRuns
     """
 
-    def __init__(self, target: float = 0.9, png: str = "compare.png") -> None:
-        self.target, self.png = float(target), png
+    def __init__(self, target: float = 0.9, png: str | None = "compare.png", metric: str = "val/acc",
+                 higher_is_better: bool | None = None, grid_png: str | None = "lr_grid.png",
+                 search_png: str | None = "search.png") -> None:
+        self.target, self.png, self.metric, self.higher_is_better = float(target), png, metric, higher_is_better
+        self.grid_png, self.search_png = grid_png, search_png
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
         sweep = Path(config.hydra.sweep.dir)
         if not any(sweep.rglob(EVENT_GLOB)):
             print(f"compare: no TensorBoard files under {sweep}", flush=True)
             return
-        print("\n" + compare([sweep], self.target, sweep / self.png), flush=True)
+        where = lambda name: None if name is None else sweep / name
+        try:
+            text = compare([sweep], self.target, where(self.png), metric=self.metric,
+                           higher_is_better=self.higher_is_better, grid_png=where(self.grid_png),
+                           search_png=where(self.search_png))
+        except ValueError as err:  # the runs are done; a comparison that cannot be made is no failure
+            text = f"compare: {err}"
+        print("\n" + text, flush=True)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from omegaconf import DictConfig
 
 from lightning_clr.checkpointing import interrupt_status
 from lightning_clr.config import COMPOSE_ERRORS, ConfigError, checkpoint_path, one_line, register, split_schedule
+from lightning_clr.extras import missing_extra
 from lightning_clr.faults import RunFault, StopOnNonFiniteLoss
 from lightning_clr.preflight import check_checkpoint, explain_override, preflight, resume_path
 from lightning_clr.range_test import RangeTestError
@@ -123,7 +124,7 @@ _full_error_set_by_cli = False
 
 
 def _exit_with(err: BaseException, status: int = 2) -> NoReturn:
-    print(f"error: {one_line(err)}", file=sys.stderr, flush=True)
+    print(f"error: {missing_extra(err) or one_line(err)}", file=sys.stderr, flush=True)
     sys.exit(status)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import matplotlib.image
@@ -11,7 +12,17 @@ from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.utils.tensorboard import SummaryWriter
 
-from lightning_clr.compare import CompareRuns, compare, find_log_dirs, load_run, main, summarize
+from lightning_clr.compare import (
+    CompareRuns,
+    Run,
+    compare,
+    distinct_labels,
+    find_log_dirs,
+    load_run,
+    main,
+    runs_figure,
+    summarize,
+)
 from lightning_clr.run import train
 from tests.conftest import SMALL, compose_config
 
@@ -84,7 +95,8 @@ def test_table_and_png(two_runs, tmp_path):
     assert lines[2] == "| +schedule=sgdr | SGDR | 0.01 | 0.1 | 0.9200 (3) | 0.9000 | 3 | 0.9500 |"
     assert lines[3] == "| seed=1 | Constant | 0.02 | 0.3 | 0.7000 (3) | 0.7000 | not in 3 | - |"
     assert png.read_bytes()[:8] == PNG_MAGIC
-    assert matplotlib.image.imread(png).shape == (450, 1200, 4)  # two panels side by side, 12 x 4.5 in at 100 dpi
+    height, width, _ = matplotlib.image.imread(png).shape  # two panels side by side, 12 in wide at 100 dpi
+    assert width == 1200 and 450 < height < 520  # 4.5 in, plus the legend's rows below the panels
 
 
 def test_cli(two_runs, tmp_path, capsys):
@@ -125,4 +137,48 @@ def test_a_real_run_with_snapshots(tmp_path):
     png = tmp_path / "real.png"
     table = compare([out], target=0.5, png=png)  # no .hydra folder: named by its log folder
     assert f"| version_0 | ? | {run.base_lr:.3g} | {run.max_lr:.3g} |" in table
-    assert matplotlib.image.imread(png).shape == (450, 1200, 4)
+    assert matplotlib.image.imread(png).shape[1] == 1200
+
+
+def _run(tmp_path: Path, name: str, overrides: list[str]) -> Run:
+    return Run(tmp_path / name / "tensorboard" / "version_0", " ".join(overrides), "SGDR", 0.01, 0.1,
+               [(1, 0.5), (2, 0.7)], lr=[(0, 0.01), (5, 0.1)], overrides=overrides, name=name)
+
+
+def test_labels_are_the_overrides_that_differ(tmp_path):
+    shared = ["data=synthetic", "trainer.max_epochs=20", "model=mlp"]
+    runs = [_run(tmp_path, "0", ["+schedule=sgdr", *shared, "seed=0"]),
+            _run(tmp_path, "1", ["+schedule=one_cycle", *shared, "seed=0"]),
+            _run(tmp_path, "2", ["+schedule=one_cycle", *shared, "seed=1"])]
+    assert distinct_labels(runs) == ["+schedule=sgdr seed=0", "+schedule=one_cycle seed=0", "+schedule=one_cycle seed=1"]
+    # nothing differs: the job folder names them; a lone run keeps its overrides
+    twins = [_run(tmp_path, "0", shared), _run(tmp_path, "1", shared)]
+    assert distinct_labels(twins) == ["0", "1"]
+    assert distinct_labels(twins[:1]) == [" ".join(shared)]
+    # an override only one run has tells it apart
+    assert distinct_labels([_run(tmp_path, "0", shared), _run(tmp_path, "1", [*shared, "+callbacks=snapshot"])]) \
+        == ["0", "+callbacks=snapshot"]
+
+
+def _axes_widths(runs: list[Run]) -> list[float]:
+    fig = runs_figure(runs, target=0.9)
+    fig.canvas.draw()  # constrained layout places the axes while drawing
+    widths = [ax.get_position().width for ax in fig.axes]
+    matplotlib.pyplot.close(fig)
+    return widths
+
+
+def test_long_labels_leave_the_panels_their_width(tmp_path):
+    """Full multirun override strings as labels: the legend goes below the panels, which keep their width."""
+    import matplotlib.pyplot  # noqa: F401  (for close)
+
+    short = [_run(tmp_path, str(i), [f"+schedule=s{i}"]) for i in range(4)]
+    long_overrides = ["+recipe=mnist1d_compare", "data=synthetic", "trainer.max_epochs=20", "model=mlp",
+                      "callbacks.snapshot.num_snapshots=3", "finder.num_steps=100", "finder.rule=valley",
+                      "trainer.accumulate_grad_batches=2"]
+    long = [replace(r, label=" ".join([*long_overrides, f"+schedule=schedule_number_{i}", "x" * 40]))
+            for i, r in enumerate(short)]
+    base, wide = _axes_widths(short), _axes_widths(long)
+    assert len(base) == len(wide) == 2
+    assert all(w > 0.38 for w in base)  # two panels side by side on a 12 in figure
+    assert all(w >= 0.95 * b for w, b in zip(wide, base)), (base, wide)
