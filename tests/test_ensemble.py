@@ -4,6 +4,7 @@ metric, batches that are not (x, y) pairs, and a wrong batch layout refused befo
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
 
 import lightning as L
@@ -19,7 +20,7 @@ from lightning_clr import FlatnessProbe, LRRangeTest, SnapshotEnsemble, load_ens
 from lightning_clr.batches import BatchLayoutError
 from lightning_clr.ensemble import snapshot_files
 from lightning_clr.models import MLP, Classifier
-from tests.helpers import tiny_data, tiny_model, tiny_trainer
+from tests.helpers import LRRecorder, tiny_data, tiny_model, tiny_trainer
 
 CYCLE = 8  # SGDR cycle in optimizer steps; 16 steps per epoch, 2 epochs: cycles end at 8, 16, 24, 32
 
@@ -298,3 +299,24 @@ def test_the_check_draws_no_random_numbers_from_the_run(tmp_path):
         tiny_trainer(tmp_path, max_epochs=1, callbacks=[finder, *extra]).fit(model, datamodule=tiny_data())
         finals.append(model.state_dict())
     assert all(torch.equal(finals[0][k], finals[1][k]) for k in finals[0])
+
+
+def test_snapshot_recipe_composes_and_ensembles(tmp_path):
+    from lightning_clr.run import build
+    from tests.conftest import compose_config
+
+    cfg = compose_config(["+recipe=snapshot_mnist1d", "data=synthetic", "trainer.max_epochs=4",
+                          "trainer.enable_progress_bar=false", "logger=csv"], tmp_path)
+    assert cfg.schedule.num_cycles == 4 and cfg.schedule.cycle_mult == 1.0 and cfg.schedule.floor is None
+    assert cfg.callbacks.snapshot.num_snapshots == 3 and "flatness" not in cfg.callbacks
+    trainer, model, datamodule, finder = build(cfg)
+    recorder = LRRecorder()
+    trainer.callbacks.append(recorder)
+    trainer.fit(model, datamodule=datamodule)
+    (snapshots,) = [c for c in trainer.callbacks if isinstance(c, SnapshotEnsemble)]
+    assert snapshots.cycle_ends == [16, 32, 48, 64]  # 16 steps per epoch: one cycle per epoch at 4 epochs
+    assert [f.name for f in snapshot_files(snapshots.dirpath)] == [f"cycle_{k}.pt" for k in (1, 2, 3, 4)]
+    assert trainer.callback_metrics["ensemble/size"].item() == 3
+    base, top = finder.result.base_lr, finder.result.max_lr
+    last_step = base + 0.5 * (top - base) * (1 + math.cos(math.pi * 15 / 16))  # step 15 of a 16-step cycle
+    assert [lrs[0] for lrs in recorder.lrs[15::16]] == pytest.approx([last_step] * 4, rel=1e-9)  # down to base_lr

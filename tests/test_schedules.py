@@ -217,17 +217,17 @@ class TestSGDR:
     @pytest.mark.parametrize(
         "spec,floor_lr",
         [
-            (SGDR(cycle_steps=10, cycle_mult=1.5, cycle_decay=0.7, warmup_steps=4), 0.0),  # default floor 0
+            (SGDR(cycle_steps=10, cycle_mult=1.5, cycle_decay=0.7, warmup_steps=4, floor=0.0), 0.0),
             (SGDR(cycle_steps=10, cycle_mult=1.5, cycle_decay=0.7, warmup_steps=4, floor=0.2), 0.02),
             (SGDR(cycle_steps=10, cycle_mult=1.5, cycle_decay=0.7, warmup_steps=4, eta_min=0.003), 0.003),
             (SGDR(cycle_steps=10, cycle_mult=1.5, cycle_decay=0.7, warmup_steps=4, floor=None), 0.01),
+            (SGDR(cycle_steps=10, cycle_mult=1.5, cycle_decay=0.7, warmup_steps=4, floor=0.2, restart_warmup=0.25), 0.02),
         ],
-        ids=["floor-0", "floor-0.2", "eta_min", "base_lr"],
+        ids=["floor-0", "floor-0.2", "eta_min", "base_lr", "restart-warmup"],
     )
     def test_floor_at_every_step(self, spec, floor_lr):
         # warmup 0.01 -> 0.1 over 4 steps, then restarts at 4 + (0, 10, 25, 48, 82); cycle i peaks at
         # floor + (0.1 - floor) * 0.7**i and anneals by cosine to the floor
-        assert SGDR.floor == 0.0
         lrs = self.lrs(spec, 120)
         starts = [4 + s for s in (0, 10, 25, 48, 82, 132)]
         for step, lr in enumerate(lrs):
@@ -236,10 +236,12 @@ class TestSGDR:
             else:
                 i = max(k for k, s in enumerate(starts) if s <= step)
                 peak = floor_lr + (0.1 - floor_lr) * 0.7**i
-                t, length = step - starts[i], starts[i + 1] - starts[i]
-                expected = floor_lr + 0.5 * (peak - floor_lr) * (1 + math.cos(math.pi * t / length))
+                r = (step - starts[i]) / (starts[i + 1] - starts[i])
+                w = spec.restart_warmup if i > 0 else 0.0  # after a restart: a linear rise over a fraction w
+                expected = floor_lr + (peak - floor_lr) * (r / w if r < w else
+                                                          0.5 * (1 + math.cos(math.pi * (r - w) / (1 - w))))
             assert lr == pytest.approx(expected, rel=1e-12, abs=1e-15), f"step {step}"
-        assert min(lrs[4:]) >= floor_lr and lrs[starts[2] - 1] < floor_lr + 1e-3  # the bottom of cycle 2
+        assert min(lrs[4:]) >= floor_lr - 1e-15 and lrs[starts[2] - 1] < floor_lr + 0.02 * (0.1 - floor_lr)  # cycle 2 ends low
 
     def test_floor_scales_with_each_groups_max_lr(self):
         optimizer = make_optimizer(groups=2)
@@ -465,6 +467,7 @@ class TestValidation:
             (lambda: SGDR(warmup_epochs=-1.0), r"warmup_epochs must be >= 0, got -1\.0"),
             (lambda: SGDR(floor=1.0), r"floor must be in \[0, 1\) \(a fraction of max_lr\) or None, got 1\.0; use 0"),
             (lambda: SGDR(eta_min=-0.1), r"eta_min must be an LR >= 0 or None, got -0\.1"),
+            (lambda: SGDR(restart_warmup=1.0), r"restart_warmup must be in \[0, 1\) \(a fraction of each cycle\), got 1\.0"),
             (lambda: OneCycle(pct_start=1.5), r"pct_start must be in \(0, 1\), got 1\.5"),
             (lambda: OneCycle(pct_start=0.0), r"pct_start must be in \(0, 1\), got 0\.0"),
             (lambda: OneCycle(pct_start=0.6, three_phase=True), r"pct_start must be < 0\.5 .*got 0\.6"),

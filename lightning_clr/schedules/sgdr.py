@@ -233,9 +233,11 @@ class SGDR(Schedule):
     cycle_decay: float = 1.0
     warmup_epochs: float = 0.0
     warmup_steps: int | None = None
-    floor: float | None = 0.0
+    # measured on MNIST-1D (benchmarks/README.md, "SGDR floor"): annealing to base_lr trains as well as a
+    # floor of 0 or 0.01 * max_lr and gives snapshot ensembles that pay; floor=0 is the published schedule
+    floor: float | None = None
     eta_min: float | None = None
-    restart_warmup: float = 0.0
+    restart_warmup: float = 0.0  # a ramp of 0.05-0.1 rescued one diverging seed but cost 1-2 points on the others
 
     def __post_init__(self) -> None:
         if self.cycle_epochs is not None and (not is_number(self.cycle_epochs) or self.cycle_epochs <= 0):

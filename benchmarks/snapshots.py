@@ -1,0 +1,146 @@
+"""Snapshot-ensemble benchmark: does the ensemble beat the models it is made of?
+
+    pip install -e ".[bench]" && python benchmarks/snapshots.py     # about 6 minutes on 2 cores
+
+Task: MNIST-1D (4000 train / 1000 test), batch 100, ``--epochs`` (20), seeds 0, 1, 2, two
+blocks: the 1-D CNN with SGD (momentum 0.9) and the MLP with AdamW, as in ``outcome.py``.
+Per seed, one range test of one epoch's steps (40) gives the bounds; then the configuration of
+the recipe ``+recipe=snapshot_mnist1d`` trains once: SGDR with ``NUM_CYCLES`` equal cycles
+(``FLOOR``: the bottom of each cycle) and a ``SnapshotEnsemble`` of the last ``NUM_SNAPSHOTS``
+snapshots. Every snapshot is scored on the test set; the ensemble's accuracy is the one the
+callback logs (``ensemble/val_acc``) after the last epoch. For context, the same bounds also
+train one single model with 1cycle, the best schedule of ``outcome.py``, for the same budget.
+
+The target, per block: the ensemble's final accuracy beats the best single snapshot of its own
+run and the run's final model (its last snapshot), by a margin beyond seed noise: the mean
+paired margin over the seeds exceeds twice its standard error, and every seed gains.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import lightning as L
+import torch
+from common import TASKS, machine, mnist1d, range_curve, setup, steps_per_epoch, trainer
+
+from lightning_clr import LRRangeTest, SnapshotEnsemble, schedules
+from lightning_clr.compare import markdown
+from lightning_clr.ensemble import snapshot_files
+
+SEEDS = (0, 1, 2)
+# the recipe's configuration (recipes/recipe/snapshot_mnist1d.yaml), chosen on seeds 100-102
+NUM_CYCLES = 4
+NUM_SNAPSHOTS = 3
+FLOOR: float | None = None  # anneal each cycle to the range test's base_lr
+
+
+@dataclass
+class SeedResult:
+    seed: int
+    bounds: tuple[float, float]
+    snapshots: list[float]  # test accuracy of every snapshot, in order (the last is the final model)
+    ensemble: float
+    one_cycle: float
+
+    @property
+    def best(self) -> float:
+        return max(self.snapshots)
+
+    @property
+    def final(self) -> float:
+        return self.snapshots[-1]
+
+
+@torch.no_grad()
+def accuracy(model: torch.nn.Module, state: dict, x: torch.Tensor, y: torch.Tensor) -> float:
+    model.load_state_dict(state)
+    model.eval()
+    return float((model(x).argmax(1) == y).float().mean())
+
+
+def spread(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and standard error of the mean."""
+    mean = statistics.fmean(values)
+    return mean, (statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else float("nan"))
+
+
+def run_block(name: str, args: argparse.Namespace, dm, root: str) -> dict[str, object]:
+    task = TASKS[name]
+    x, y = dm._val.tensors
+    results = []
+    for seed in args.seeds:
+        curve = range_curve(task, dm, seed, root, num_steps=max(10, steps_per_epoch(dm)))
+        bounds = (curve.base_lr, curve.max_lr)
+        L.seed_everything(seed, verbose=False)
+        model = task.model()
+        spec = schedules.SGDR(num_cycles=args.cycles, cycle_mult=1.0, floor=FLOOR)
+        folder = tempfile.mkdtemp(dir=root)
+        ensemble = SnapshotEnsemble(num_snapshots=args.snapshots, dirpath=folder)
+        fit = trainer(args.epochs, root, [LRRangeTest(schedule=spec, bounds=bounds, progress_bar=False), ensemble])
+        fit.fit(model, datamodule=dm)
+        ensemble_acc = float(fit.callback_metrics["ensemble/val_acc"])
+        states = [torch.load(f, map_location="cpu", weights_only=True) for f in snapshot_files(folder)]
+        singles = [accuracy(model, s, x, y) for s in states]
+        L.seed_everything(seed, verbose=False)
+        reference = task.model()
+        trainer(args.epochs, root, [LRRangeTest(schedule=schedules.OneCycle(), bounds=bounds,
+                                                progress_bar=False)]).fit(reference, datamodule=dm)
+        results.append(SeedResult(seed, bounds, singles, ensemble_acc, accuracy(reference, reference.state_dict(), x, y)))
+        print(f"  {name} seed {seed}: snapshots {singles}, ensemble {ensemble_acc:.4f}", file=sys.stderr, flush=True)
+
+    print(f"## {task.name}: {args.epochs} epochs, SGDR {args.cycles} cycles of {args.epochs / args.cycles:g} epochs "
+          f"(floor {'base_lr' if FLOOR is None else FLOOR}), ensemble of the last {args.snapshots}\n")
+    header = ["seed", "bounds", "snapshots (test acc)", "final model", "best snapshot", f"ensemble of {args.snapshots}",
+              "vs best", "vs final", "1cycle, same budget"]
+    rows = [[r.seed, f"{r.bounds[0]:.3g}–{r.bounds[1]:.3g}", " / ".join(f"{a:.3f}" for a in r.snapshots),
+             f"{r.final:.4f}", f"{r.best:.4f}", f"{r.ensemble:.4f}", f"{100 * (r.ensemble - r.best):+.1f}",
+             f"{100 * (r.ensemble - r.final):+.1f}", f"{r.one_cycle:.4f}"] for r in results]
+    means = [statistics.fmean(getattr(r, k) for r in results) for k in ("final", "best", "ensemble", "one_cycle")]
+    rows.append(["mean", "", "", *(f"{m:.4f}" for m in means[:3]),
+                 f"{100 * (means[2] - means[1]):+.1f}", f"{100 * (means[2] - means[0]):+.1f}", f"{means[3]:.4f}"])
+    print(markdown(header, rows) + "\n")
+    checks = {}
+    for label, key in (("best single snapshot", "best"), ("final model", "final"), ("1cycle single model", "one_cycle")):
+        margins = [r.ensemble - getattr(r, key) for r in results]
+        mean, err = spread(margins)
+        passed = mean > 2 * err and all(m > 0 for m in margins)
+        checks[key] = passed
+        print(f"- {'PASS' if passed else 'MISS'} ensemble vs {label}: {100 * mean:+.2f} ± {100 * err:.2f} points "
+              f"(mean ± standard error of the paired margin; per seed "
+              f"{' / '.join(f'{100 * m:+.1f}' for m in margins)})" + (" (context, not a target)" if key == "one_cycle" else ""))
+    finals = [r.final for r in results]
+    print(f"- seed noise: the final model's test accuracy varies by {100 * statistics.stdev(finals):.2f} points (std) "
+          f"across seeds\n" if len(finals) > 1 else "")
+    return {"results": results, "checks": checks}
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, object]]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    parser.add_argument("--cycles", type=int, default=NUM_CYCLES, help="SGDR cycles (and snapshots) in the run")
+    parser.add_argument("--snapshots", type=int, default=NUM_SNAPSHOTS, help="m: the ensemble of the last m snapshots")
+    parser.add_argument("--num-samples", type=int, default=5000, help="MNIST-1D train + test")
+    args = parser.parse_args(argv)
+    setup()
+    start = time.time()
+    dm = mnist1d(args.num_samples)
+    root = tempfile.mkdtemp(prefix="lightning_clr_snapshots_")
+    print(f"# Snapshot-ensemble benchmark\n\n{time.strftime('%Y-%m-%d')}, {machine()}; MNIST-1D {len(dm._train)} train / "
+          f"{len(dm._val)} test, batch {dm.batch_size} ({steps_per_epoch(dm)} steps per epoch)\n", flush=True)
+    results = {name: run_block(name, args, dm, root) for name in args.tasks}
+    print(f"{len(args.tasks) * len(args.seeds) * 2} trainings in {time.time() - start:.0f} s", flush=True)
+    return results
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
