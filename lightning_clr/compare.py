@@ -201,9 +201,19 @@ def distinct_labels(runs: Sequence[Run]) -> list[str]:
     differ = {k for v in values for k in v if len({u.get(k) for u in values}) > 1}
     labels = []
     for run in runs:
-        kept = [o for o in run.overrides if key(o) in differ]
+        kept = [_short(o) for o in run.overrides if key(o) in differ]
         labels.append(" ".join(kept) if kept else run.label if len(runs) == 1 else run.name or run.label)
     return labels
+
+
+def _short(override: str) -> str:
+    """``key=value`` with a long float (an Optuna draw) written to 4 significant digits."""
+    name, sep, value = override.partition("=")
+    try:
+        number = float(value)
+    except ValueError:
+        return override
+    return f"{name}={number:.4g}" if len(value) > 8 and "." in value else override
 
 
 def summarize(run: Run, target: float) -> dict[str, Any]:
@@ -395,7 +405,8 @@ def format_search_check(check: SearchCheck) -> str:
     return "\n".join([
         f"search check: best of {check.num_trials} trials: {check.metric} {check.best_value:.4f} ({params}; {bounds})",
         f"one range test: base_lr={base:.4g} max_lr={top:.4g}, {check.metric} {check.range_value:.4f} "
-        f"({check.range_value - check.best_value:+.4f} vs. the best trial, at 1/{max(check.num_trials, 1)} of its runs)",
+        f"({check.range_value - check.best_value:+.4f} vs. the best trial; one run against the search's "
+        f"{check.num_trials})",
     ])
 
 

@@ -120,7 +120,7 @@ def test_hydra_callback_compares_the_sweep(two_runs, capsys):
 
 def test_a_real_run_with_snapshots(tmp_path):
     out = tmp_path / "run"
-    overrides = [*SMALL, "model=mlp", "+schedule=sgdr", "schedule.cycle_epochs=0.5", "+callbacks=snapshot"]
+    overrides = [*SMALL, "model=mlp", "+schedule=sgdr", "schedule.cycle_epochs=0.5", "+callbacks=[snapshot,flatness]"]
     metrics = train(compose_config(overrides, out))
     (log_dir,) = find_log_dirs([out])
     run = load_run(log_dir)
@@ -151,6 +151,11 @@ def test_labels_are_the_overrides_that_differ(tmp_path):
             _run(tmp_path, "1", ["+schedule=one_cycle", *shared, "seed=0"]),
             _run(tmp_path, "2", ["+schedule=one_cycle", *shared, "seed=1"])]
     assert distinct_labels(runs) == ["+schedule=sgdr seed=0", "+schedule=one_cycle seed=0", "+schedule=one_cycle seed=1"]
+    # a long float (an Optuna draw) reads at 4 significant digits; short values stay as written
+    drawn = [_run(tmp_path, "0", ["search.base_lr=0.006524239440019404", "finder.bounds=[0.001,0.001]"]),
+             _run(tmp_path, "1", ["search.base_lr=0.013437888938214017", "finder.bounds=[0.1,0.1]"])]
+    assert distinct_labels(drawn) == ["search.base_lr=0.006524 finder.bounds=[0.001,0.001]",
+                                      "search.base_lr=0.01344 finder.bounds=[0.1,0.1]"]
     # nothing differs: the job folder names them; a lone run keeps its overrides
     twins = [_run(tmp_path, "0", shared), _run(tmp_path, "1", shared)]
     assert distinct_labels(twins) == ["0", "1"]
