@@ -48,8 +48,8 @@ class LRRangeTest(Callback):
         mode: ``"exponential"`` (evenly spaced in log LR, as fastai) or ``"linear"`` (as Smith).
         ema_beta: weight of the moving average of the sweep's loss,
             ``avg = beta * avg + (1 - beta) * loss``, bias-corrected by ``1 - beta**(k+1)``.
-        divergence_threshold: stop once the smoothed loss exceeds this multiple of its
-            lowest value. ``None`` never stops early (non-finite losses still stop).
+        divergence_threshold: stop once the running median of the loss exceeds this multiple
+            of its lowest value. ``None`` never stops early (non-finite losses still stop).
         rule: bound-selection rule, one of :data:`lightning_clr.selection.RULES`.
         rule_options: keyword options of the rule, e.g. ``{"stop_frac": 0.7}`` for ``smith``.
         bounds: ``(base_lr, max_lr)`` to use instead of running the sweep; the one way to skip it.

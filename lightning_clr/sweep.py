@@ -16,6 +16,7 @@ draws and batch 0.
 from __future__ import annotations
 
 import math
+import statistics
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
@@ -38,6 +39,9 @@ from lightning_clr._compat import (
 )
 from lightning_clr.restore import TrainingState
 from lightning_clr.selection import prepare
+
+#: divergence compares the median of the last this-many raw losses (or 5% of the sweep) with its best
+MEDIAN_WINDOW = 5
 
 
 
@@ -115,8 +119,9 @@ def run_sweep(
         targets: the LR of each sweep step (see :func:`sweep_lrs`).
         ema_beta: ``beta`` of the moving average ``avg = beta * avg + (1 - beta) * loss``,
             bias-corrected by ``1 - beta**(k+1)``.
-        divergence_threshold: stop once the smoothed loss exceeds this multiple of its
-            lowest value; ``None`` never stops early (a non-finite loss always does).
+        divergence_threshold: stop once the running median of the loss (over the last 5
+            points, or 5% of the sweep) exceeds this multiple of its lowest value; ``None``
+            never stops early (a non-finite loss always does).
         progress_bar: show a progress bar on rank zero when the Trainer shows one.
         more: called as ``more(lrs, smoothed, extended)`` when the planned LRs are done and the
             sweep did not stop; the LRs it returns are swept next (rank zero's, on every rank).
@@ -199,6 +204,7 @@ def _sweep(
     raw: list[float] = []
     smooth: list[float] = []
     avg, best, skipped, stop, extended = 0.0, math.inf, 0, "completed", 0
+    window = max(MEDIAN_WINDOW, len(targets) // 20)
     show = progress_bar and trainer.is_global_zero and trainer.progress_bar_callback is not None
     bar = tqdm(total=len(targets), desc="LR range test", disable=not show, leave=False, file=sys.stderr,
                dynamic_ncols=True)
@@ -259,10 +265,12 @@ def _sweep(
             lrs.append(lr)
             raw.append(value)
             smooth.append(smoothed)
-            best = min(best, smoothed)
+            if len(raw) >= window:  # divergence is read off a running median: one noisy batch cannot end the sweep
+                best = min(best, statistics.median(raw[-window:]))
             bar.update(1)
             bar.set_postfix(lr=f"{lr:.2e}", loss=f"{smoothed:.4f}")
-        diverged = finite and threshold is not None and len(lrs) > 1 and smoothed > threshold * best
+        diverged = (finite and threshold is not None and len(raw) > window
+                    and statistics.median(raw[-window:]) > threshold * best)
         if strategy.reduce_boolean_decision(not finite or diverged, all=False):
             stop = "non-finite loss" if not finite else "diverged"
             break

@@ -337,3 +337,20 @@ def test_a_sweep_still_falling_at_its_end_is_continued(tmp_path):
     assert r.max_lr > 1e-2  # read above the planned end
     steps = np.diff(np.log10(r.lrs))
     np.testing.assert_allclose(steps, steps[0], rtol=1e-9)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_batch_size_one_noise_does_not_end_the_sweep(seed, tmp_path):
+    """Lightning's BoringModel at batch size 1: per-sample losses vary 10x, the loss truly diverges above ~0.1."""
+    from lightning.pytorch.demos.boring_classes import BoringModel, RandomDataset
+
+    class OneByOne(BoringModel):
+        def train_dataloader(self):
+            return torch.utils.data.DataLoader(RandomDataset(32, 64), batch_size=1)
+
+    L.seed_everything(seed, verbose=False)
+    finder = LRRangeTest(schedules.Constant(), progress_bar=False)
+    tiny_trainer(tmp_path, callbacks=[finder], max_steps=1).fit(OneByOne())
+    r = finder.result
+    assert len(r.lrs) >= 60 and r.lrs[-1] > 0.05  # the median-based check waits for the real blow-up
+    assert max(r.raw_losses[:20]) / min(r.raw_losses[:20]) > 10  # the noise it did not stop on

@@ -339,3 +339,31 @@ def test_random_curves_always_give_valid_bounds(rule):
         y[cut:] = rng.choice([np.nan, np.inf])
         b = select_bounds(list(lrs), list(y), rule)
         assert_valid(b, lrs, cut)
+
+
+class TestShortSweeps:
+    """The example curve of select_bounds' docstring, sampled with few points."""
+
+    @staticmethod
+    def curve(n):
+        lrs = np.logspace(-6, 1, n)
+        return lrs, 2.3 - 2.0 / (1 + (1e-3 / lrs) ** 2) + 0.5 * lrs
+
+    @pytest.mark.parametrize("n", [20, 25, 30])
+    @pytest.mark.parametrize("rule", ALL_RULES)
+    def test_the_smallest_allowed_sweep_reads_the_curve_like_a_dense_one(self, n, rule):
+        from lightning_clr.settings import MIN_STEPS
+
+        assert MIN_STEPS <= 20
+        dense = select_bounds(*self.curve(400), rule)
+        b = select_bounds(*self.curve(n), rule)
+        assert b.fallback is None
+        assert decades(b.base_lr, dense.base_lr) < 0.25 and decades(b.max_lr, dense.max_lr) < 0.25
+        assert 1e-4 < b.base_lr < b.max_lr < 1e-2  # the fall of the curve is at 1e-3
+
+    @pytest.mark.parametrize("n", [10, 12, 15])
+    def test_a_sparser_sweep_is_refused_with_the_reason(self, n):
+        b = smith(*self.curve(n))
+        assert b.fallback.startswith(f"points {7 / (n - 1):.2f} decades apart, sparser than 0.4")
+        assert "sweep more steps" in b.fallback
+        assert (b.base_lr, b.max_lr) == (1e-6, 4e-6)  # the documented low-end fallback, not a reading

@@ -21,6 +21,7 @@ ArrayLike = Sequence[float] | np.ndarray
 NEIGHBOURS = 4  # the smoothing kernel always reaches this many neighbours
 NOISE_K = 4.0  # a fall, and every level read off it, keeps this many noise sd from its extremes
 FALLING = 0.5  # "already falling at the first LR": start slope below half the steepest
+MAX_GAP = 0.4  # decades: a curve sampled more sparsely (median spacing) cannot be read
 
 
 @dataclass(frozen=True)
@@ -113,9 +114,12 @@ def prepare(
         )
     lr, y = lr[:n], y[:n]
     x = np.log10(lr)
-    if n < min_points:
+    gap = float(np.median(np.diff(x))) if n > 1 else 0.0
+    if n < min_points or gap > MAX_GAP:
         i_min = int(np.argmin(y))
-        reason = f"only {n} finite point(s), fewer than min_points={min_points}"
+        reason = (f"only {n} finite point(s), fewer than min_points={min_points}" if n < min_points else
+                  f"points {gap:.2f} decades apart, sparser than {MAX_GAP}: too coarse to tell a fall from its "
+                  "shape; sweep more steps or a narrower range")
         return Curve(lr, x, y, y, np.zeros(n), 0.0, int(np.argmax(y[: i_min + 1])), i_min, 0.0, reason)
     s, g, sd, h = local_fit(x, y, kernel_width)
     i_min = int(np.argmin(s))
