@@ -11,7 +11,9 @@ Usage::
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import os
+import pkgutil
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
@@ -24,7 +26,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException, SI
 from omegaconf import DictConfig
 
 from lightning_clr.checkpointing import interrupt_status
-from lightning_clr.config import COMPOSE_ERRORS, ConfigError, checkpoint_path, one_line, register, split_schedule
+from lightning_clr.config import COMPOSE_ERRORS, ConfigError, checkpoint_path, one_line, register
 from lightning_clr.extras import missing_extra
 from lightning_clr.faults import RunFault, StopOnNonFiniteLoss
 from lightning_clr.preflight import check_checkpoint, explain_override, preflight, resume_path
@@ -49,22 +51,110 @@ def _make(key: str, node: Any, **kwargs: Any) -> Any:
         raise ConfigError(f"{key}: {one_line(err.__cause__ or err)}") from err
 
 
-def build(cfg: DictConfig) -> tuple[L.Trainer, L.LightningModule, L.LightningDataModule, Any]:
+#: keys of a node that Hydra's ``instantiate`` reads itself; all others are constructor arguments
+_HYDRA_KEYS = frozenset({"_target_", "_partial_", "_args_", "_recursive_", "_convert_"})
+
+
+def _locate(key: str, node: Any) -> Any:
+    """The class or function that ``node._target_`` names; anything unusable is a one-line ``ConfigError``."""
+    target = node.get("_target_") if isinstance(node, DictConfig) else None
+    if not target:
+        raise ConfigError(
+            f"{key}: the node has no _target_; add +{key}._target_=package.module.Class, or select a shipped "
+            f"option with {key}=NAME"
+        )
+    try:
+        return pkgutil.resolve_name(target)
+    except ModuleNotFoundError as err:
+        top = target.split(".")[0]
+        fix = (f"install the package, or put the folder that holds {top}/ on PYTHONPATH"
+               if err.name is not None and top == err.name.split(".")[0] else f"{top} imports it: install {err.name}")
+        raise ConfigError(f"{key}._target_={target}: no module named {err.name!r}; {fix}") from err
+    except AttributeError as err:
+        raise ConfigError(f"{key}._target_={target}: {err}; check the spelling of the name after the module") from err
+    except Exception as err:  # the user's module failed while being imported
+        raise ConfigError(f"{key}._target_={target}: importing it raised {type(err).__name__}: {err}") from err
+
+
+def _check_arguments(key: str, node: DictConfig, target: Any, source: tuple[str, Any] = ("", None)) -> None:
+    """Refuse keys ``target`` does not take and required arguments the node lacks, naming the override to fix it.
+
+    Args:
+        key: the node's key (``model``, ``data``).
+        node: the node to instantiate.
+        target: what ``node._target_`` names.
+        source: ``(key, node)`` of a node whose keys can fill a missing argument by interpolation
+            (``("data", cfg.data)`` for ``model``).
+    """
+    try:
+        params = list(inspect.signature(target).parameters.values())
+    except (TypeError, ValueError):  # no signature to read (a builtin): the call itself reports
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return
+    by_name = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    named = {p.name for p in params if p.kind in by_name}
+    given = [str(k) for k in node if k not in _HYDRA_KEYS]
+    name = node._target_
+    unknown = [k for k in given if k not in named]
+    if unknown:
+        empty = f"start from an empty node: ~{key} +{key}._target_={name} (and +{key}.ARG=VALUE for its arguments)"
+        if any(node[k] is None for k in unknown):  # Hydra cannot delete a key whose value is null
+            fix = empty
+        else:
+            removals = " ".join(f"~{key}.{k}" for k in unknown)
+            fix = f"remove {'it' if len(unknown) == 1 else 'them'} with {removals}, or {empty}"
+        raise ConfigError(f"{key}: {name} takes no argument {', '.join(unknown)}; {fix}")
+    if node.get("_partial_") or node.get("_args_"):
+        return
+    missing = [p.name for p in params if p.kind in by_name and p.default is p.empty and p.name not in given]
+    if missing:
+        source_key, source_node = source
+        adds = " ".join(
+            f"'+{key}.{m}=${{{source_key}.{m}}}'" if isinstance(source_node, DictConfig) and m in source_node
+            else f"+{key}.{m}=VALUE"
+            for m in missing
+        )
+        raise ConfigError(f"{key}: {name} needs {', '.join(missing)}; add {adds}")
+
+
+def _make_checked(key: str, node: Any, kind: type, source: tuple[str, Any] = ("", None)) -> Any:
+    """``instantiate(node)`` for a node the user may point anywhere (``model``, ``data``): checked target and type."""
+    target = _locate(key, node)
+    _check_arguments(key, node, target, source)
+    obj = _make(key, node)
+    if not isinstance(obj, kind):
+        raise ConfigError(
+            f"{key}._target_={node._target_} built a {type(obj).__qualname__}, not a {kind.__name__}; "
+            f"point {key}._target_ at a {kind.__name__} subclass"
+        )
+    return obj
+
+
+def build(cfg: DictConfig) -> tuple[L.Trainer, L.LightningModule, L.LightningDataModule | None, Any]:
     """Instantiate data, model, finder, callbacks, logger and trainer from a composed config.
 
-    Every constructor validates its arguments, so a bad value fails here, before any
-    data is generated or any file is written.
+    ``model`` and ``data`` are instantiated exactly as configured, so any LightningModule
+    and LightningDataModule work (``model._target_=mypkg.MyModule``); the shipped models
+    take their shapes from the data node by interpolation in their own YAML. Without a
+    ``data`` node (``~data``) the model serves its own loaders. Every constructor
+    validates its arguments, so a bad value fails here, before any data is generated or
+    any file is written.
 
     Raises:
-        ConfigError: a value no constructor accepts; the message is one line.
+        ConfigError: a target that cannot be imported, a key its constructor does not
+            take, a missing required argument, a value no constructor accepts; the
+            message is one line and names the override that fixes it.
     """
-    schedule_node, bounds = split_schedule(cfg)
-    datamodule = _make("data", cfg.data)
-    shapes = {"input_length": datamodule.input_length, "num_classes": datamodule.num_classes}
-    model = _make("model", cfg.model, net=shapes, num_classes=datamodule.num_classes)
+    schedule_node = cfg.get("schedule")
+    datamodule = _make_checked("data", cfg.data, L.LightningDataModule) if cfg.get("data") is not None else None
+    if cfg.get("model") is None:
+        raise ConfigError("model: no model is configured; select one with model=cnn, or give yours with "
+                          "+model._target_=package.module.MyModule")
+    model = _make_checked("model", cfg.model, L.LightningModule, source=("data", cfg.get("data")))
     schedule = _make("schedule", schedule_node) if schedule_node is not None else None
     try:  # a live spec, not merged into the config
-        finder = _make("finder", cfg.finder, _partial_=True)(schedule=schedule, bounds=bounds)
+        finder = _make("finder", cfg.finder, _partial_=True)(schedule=schedule)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"finder: {err}") from err
     extra = {k: c for k, c in (cfg.get("callbacks") or {}).items() if c is not None}

@@ -18,7 +18,7 @@ class SyntheticDataModule(TensorDataModule):
         num_train: training samples.
         num_val: validation samples.
         num_classes: number of classes (templates).
-        length: samples per signal.
+        input_length: samples per signal.
         noise: standard deviation of the additive Gaussian noise.
         max_shift: largest circular shift applied to a template.
         seed: generator seed.
@@ -30,7 +30,7 @@ class SyntheticDataModule(TensorDataModule):
         num_train: int = 512,
         num_val: int = 256,
         num_classes: int = 4,
-        length: int = 40,
+        input_length: int = 40,
         noise: float = 0.5,
         max_shift: int = 2,
         seed: int = 0,
@@ -39,11 +39,11 @@ class SyntheticDataModule(TensorDataModule):
     ) -> None:
         super().__init__(batch_size=batch_size, num_workers=num_workers)
         for name, value, low in (("num_train", num_train, 1), ("num_val", num_val, 1),
-                                 ("num_classes", num_classes, 2), ("length", length, 4)):
+                                 ("num_classes", num_classes, 2), ("input_length", input_length, 4)):
             if value < low:
                 raise ValueError(f"{name} must be >= {low}, got {value}")
         self.num_train, self.num_val = num_train, num_val
-        self.num_classes, self.input_length = num_classes, length
+        self.num_classes, self.input_length = num_classes, input_length
         self.noise, self.max_shift, self.seed = noise, max_shift, seed
 
     def _make(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
