@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from torch.utils.data import DataLoader
 from torchmetrics import Metric
 
@@ -104,3 +105,19 @@ def per_group_lists(scheduler: Any, groups: int) -> dict[str, list[Any]]:
     during training (Lightning's ``BackboneFinetuning``) needs an entry in each.
     """
     return {k: v for k, v in vars(scheduler).items() if isinstance(v, list) and len(v) == groups}
+
+
+def validation_loaders(trainer: L.Trainer) -> list[Any]:
+    """The fit's validation loaders, set up before the first epoch (``[]`` without validation).
+
+    ``trainer.val_dataloaders`` is public but empty until the validation loop's
+    ``setup_data()`` (on ``fit_loop.epoch_loop.val_loop``, 2.0 and later) has run.
+    """
+    try:
+        trainer.fit_loop.epoch_loop.val_loop.setup_data()
+    except MisconfigurationException:  # raised by LightningModule.val_dataloader when there is none
+        return []
+    loaders = trainer.val_dataloaders
+    if loaders is None:
+        return []
+    return list(loaders) if isinstance(loaders, (list, tuple)) else [loaders]

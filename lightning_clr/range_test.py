@@ -9,6 +9,7 @@ per-step ``LRSchedulerConfig``. Resume checks are pure functions in :mod:`~light
 
 from __future__ import annotations
 
+import inspect
 from functools import partial
 from typing import Any
 
@@ -24,16 +25,12 @@ from typing_extensions import override
 from lightning_clr import resume, steps
 from lightning_clr import schedules as _schedules
 from lightning_clr.conditions import check_callbacks, group_ratios, lr_attribute, sweep_optimizer
-from lightning_clr.deprecation import renamed
 from lightning_clr.diagnostics import log_range_test
 from lightning_clr.groups import adopt_new_groups, follow_outside_changes
 from lightning_clr.result import RangeTestError, RangeTestResult
 from lightning_clr.selection import RULES, select_bounds
 from lightning_clr.settings import check_settings
-from lightning_clr.sweep import continuation, run_sweep, sweep_lrs
-
-_RENAMED = {"min_lr": "start_lr", "max_lr": "end_lr", "smoothing": "ema_beta"}
-
+from lightning_clr.sweep import continuation, held_out_batches, run_sweep, sweep_lrs
 
 class LRRangeTest(Callback):
     """Runs an LR range test at the start of ``fit`` and trains with a schedule between its bounds.
@@ -63,6 +60,10 @@ class LRRangeTest(Callback):
         update_attr: write the found ``max_lr`` into the module's ``attr_name`` (as
             Lightning's finder writes its suggestion), e.g. ``model.lr`` or ``model.hparams.lr``.
         attr_name: the attribute for ``update_attr``; ``""`` looks for ``lr`` then ``learning_rate``.
+        metric: ``"train_loss"`` records the training loss of each sweep step; ``"val_loss"``
+            the mean ``training_step`` loss (without gradients, in eval mode) on the first
+            ``val_batches`` validation batches after each step, as torch-lr-finder's ``val_loader``.
+        val_batches: validation batches of the ``"val_loss"`` metric (the same at every step).
 
     Raises:
         ValueError: for a setting out of range; the message names the value and the fix.
@@ -101,22 +102,13 @@ class LRRangeTest(Callback):
         max_extensions: int = 2,
         update_attr: bool = False,
         attr_name: str = "",
+        metric: str = "train_loss",
+        val_batches: int = 4,
         **old_names: Any,
     ) -> None:
-        if "enabled" in old_names:
-            raise TypeError("LRRangeTest: enabled= is removed; pass bounds=(base_lr, max_lr) to skip the range test")
-        defaults = {"start_lr": 1e-3, "end_lr": 1.0, "ema_beta": 0.5}
-        given = {k: v for k, v in (("start_lr", start_lr), ("end_lr", end_lr), ("ema_beta", ema_beta)) if v != defaults[k]}
-        new = renamed("LRRangeTest", old_names, _RENAMED, given)
-        start_lr, end_lr, ema_beta = (new.get(k, v) for k, v in (("start_lr", start_lr), ("end_lr", end_lr),
-                                                                   ("ema_beta", ema_beta)))
-        self._s = check_settings(
-            schedule=schedule, start_lr=start_lr, end_lr=end_lr, num_steps=num_steps, mode=mode, ema_beta=ema_beta,
-            divergence_threshold=divergence_threshold, rule=rule, rule_options=rule_options, bounds=bounds,
-            group_scales=group_scales, max_extensions=max_extensions, rules=RULES,
-        )
-        self._replace_scheduler, self._progress_bar = replace_scheduler, progress_bar
-        self._update_attr, self._attr_name = update_attr, attr_name
+        arguments = {k: v for k, v in locals().items() if k not in ("self", "old_names", "__class__")}
+        defaults = {k: p.default for k, p in inspect.signature(LRRangeTest.__init__).parameters.items()}
+        self._s = check_settings(arguments, old_names, defaults, RULES)
         self.result: RangeTestResult | None = None
         self.scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
         self._restored = False
@@ -138,8 +130,8 @@ class LRRangeTest(Callback):
             rank_zero_info("LRRangeTest: skipped, since fast_dev_run is on; training keeps the optimizer's LR.")
             return
         optimizer = sweep_optimizer(trainer, pl_module, restored=self._restored,
-                                    replace_scheduler=self._replace_scheduler)
-        attr = lr_attribute(pl_module, self._attr_name) if self._update_attr else None
+                                    replace_scheduler=self._s.replace_scheduler)
+        attr = lr_attribute(pl_module, self._s.attr_name) if self._s.update_attr else None
         ratios = group_ratios(optimizer, self._s.group_scales)
         per_epoch, total = self._step_counts(trainer)
         continuing = trainer.global_step > 0 and self.result is not None and not self._restored
@@ -217,8 +209,9 @@ class LRRangeTest(Callback):
         s = self._s
         record = run_sweep(trainer, pl_module, optimizer, ratios, sweep_lrs(s.start_lr, s.end_lr, s.num_steps, s.mode),
                            ema_beta=s.ema_beta, divergence_threshold=s.divergence_threshold,
-                           progress_bar=self._progress_bar,
-                           more=partial(continuation, mode=s.mode, num_steps=s.num_steps, limit=s.max_extensions))
+                           progress_bar=self._s.progress_bar,
+                           more=partial(continuation, mode=s.mode, num_steps=s.num_steps, limit=s.max_extensions),
+                           val_batches=held_out_batches(trainer, s.val_batches) if s.metric == "val_loss" else None)
         if not record.lrs and record.stop == "too many skipped steps":
             raise RangeTestError(
                 f"all {record.skipped} range-test steps were skipped: training_step returned None, or the gradient "

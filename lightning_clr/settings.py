@@ -9,11 +9,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from lightning_clr import schedules
+from lightning_clr.deprecation import renamed
 
 #: the spacings of the sweep's LRs
 SWEEP_MODES = ("exponential", "linear")
 #: the smallest sweep whose curve the rules read correctly (tests/test_selection.py checks it)
 MIN_STEPS = 20
+#: what the sweep records at each LR
+METRICS = ("train_loss", "val_loss")
+#: old argument name -> new one
+RENAMED = {"min_lr": "start_lr", "max_lr": "end_lr", "smoothing": "ema_beta"}
 
 
 @dataclass(frozen=True)
@@ -32,22 +37,40 @@ class Settings:
     bounds: tuple[float, float] | None
     group_scales: list[float] | None
     max_extensions: int
+    metric: str
+    val_batches: int
+    replace_scheduler: bool
+    progress_bar: bool
+    update_attr: bool
+    attr_name: str
 
 
 def _finite_positive(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
 
 
-def check_settings(*, schedule: schedules.Schedule | None, start_lr: float, end_lr: float, num_steps: int, mode: str,
-                   ema_beta: float, divergence_threshold: float | None, rule: str,
-                   rule_options: Mapping[str, Any] | None, bounds: Any, group_scales: Any, max_extensions: int,
+def check_settings(arguments: dict[str, Any], old_names: dict[str, Any], defaults: Mapping[str, Any],
                    rules: Mapping[str, Callable[..., Any]]) -> Settings:
     """Validate and normalise the arguments of :class:`~lightning_clr.LRRangeTest`.
 
+    Args:
+        arguments: the constructor's arguments by name.
+        old_names: arguments passed under a name of an earlier version (they warn, see :data:`RENAMED`).
+        defaults: the constructor's defaults, to tell an argument passed under both names.
+        rules: the selection rules by name.
+
     Raises:
         ValueError: a value out of range; the message names the argument, the value and the fix.
-        TypeError: ``schedule`` is not a :mod:`lightning_clr.schedules` spec.
+        TypeError: ``schedule`` is not a :mod:`lightning_clr.schedules` spec, or an unknown argument.
     """
+    if "enabled" in old_names:
+        raise TypeError("LRRangeTest: enabled= is removed; pass bounds=(base_lr, max_lr) to skip the range test")
+    given = {k: arguments[k] for k in RENAMED.values() if arguments[k] != defaults[k]}
+    a = {**arguments, **renamed("LRRangeTest", old_names, RENAMED, given)}
+    schedule, start_lr, end_lr, num_steps, mode, ema_beta = (
+        a[k] for k in ("schedule", "start_lr", "end_lr", "num_steps", "mode", "ema_beta"))
+    divergence_threshold, rule, rule_options, bounds, group_scales, max_extensions = (
+        a[k] for k in ("divergence_threshold", "rule", "rule_options", "bounds", "group_scales", "max_extensions"))
     if mode not in SWEEP_MODES:
         raise ValueError(f"mode must be one of {SWEEP_MODES}, got {mode!r}")
     if not _finite_positive(start_lr):
@@ -89,6 +112,11 @@ def check_settings(*, schedule: schedules.Schedule | None, start_lr: float, end_
         raise ValueError(f"max_extensions must be an integer >= 0, got {max_extensions!r}; 0 never extends the sweep")
     if schedule is not None and not isinstance(schedule, schedules.Schedule):
         raise TypeError(f"schedule must be a lightning_clr.schedules spec, got {type(schedule).__name__}")
+    if a["metric"] not in METRICS:
+        raise ValueError(f"metric must be one of {METRICS}, got {a['metric']!r}")
+    if isinstance(a["val_batches"], bool) or not isinstance(a["val_batches"], int) or a["val_batches"] < 1:
+        raise ValueError(f"val_batches must be an integer >= 1, got {a['val_batches']!r}; 4 is the default")
     return Settings(schedule if schedule is not None else schedules.Constant(), float(start_lr), float(end_lr),
                     num_steps, mode, float(ema_beta), divergence_threshold, rule, options, bounds, group_scales,
-                    max_extensions)
+                    max_extensions, a["metric"], a["val_batches"], bool(a["replace_scheduler"]),
+                    bool(a["progress_bar"]), bool(a["update_attr"]), str(a["attr_name"]))

@@ -36,6 +36,7 @@ from lightning_clr._compat import (
     scratch_results,
     set_current_batch,
     set_sampler_epoch,
+    validation_loaders,
 )
 from lightning_clr.restore import TrainingState
 from lightning_clr.selection import prepare
@@ -108,6 +109,7 @@ def run_sweep(
     divergence_threshold: float | None,
     progress_bar: bool = True,
     more: Callable[[list[float], list[float], int], list[float]] | None = None,
+    val_batches: list[Any] | None = None,
 ) -> SweepRecord:
     """Train one optimizer step at each LR of ``targets``, record the loss, then undo it all.
 
@@ -125,6 +127,8 @@ def run_sweep(
         progress_bar: show a progress bar on rank zero when the Trainer shows one.
         more: called as ``more(lrs, smoothed, extended)`` when the planned LRs are done and the
             sweep did not stop; the LRs it returns are swept next (rank zero's, on every rank).
+        val_batches: batches (on the device) whose mean loss after each step is the curve's
+            point instead of the training loss (see :func:`held_out_batches`).
 
     Returns:
         The recorded :class:`SweepRecord`; model, optimizer, scaler, metrics and RNG are as before.
@@ -138,7 +142,7 @@ def run_sweep(
     try:
         with isolate_rng(), scratch_results(trainer, pl_module):
             return _sweep(trainer, pl_module, optimizer, ratios, list(targets), loaders, scaler, ema_beta,
-                          divergence_threshold, progress_bar, more)
+                          divergence_threshold, progress_bar, more, val_batches or [])
     finally:
         state.restore(pl_module, [optimizer], old_schedulers, scaler)
 
@@ -191,6 +195,7 @@ def _sweep(
     threshold: float | None,
     progress_bar: bool,
     more: Callable[[list[float], list[float], int], list[float]] | None,
+    val_batches: list[Any],
 ) -> SweepRecord:
     strategy = trainer.strategy
     epoch = trainer.current_epoch
@@ -246,6 +251,8 @@ def _sweep(
         # the module's hook (default: optimizer.step(closure)); the loss is read from the closure
         pl_module.optimizer_step(epoch, micro[-1][1], wrapped, closure)
         loss = first[0] if first else None
+        if val_batches and loss is not None:  # the point on the curve is the held-out loss after this step
+            loss = _held_out_loss(strategy, pl_module, val_batches)
         # decided alike on every rank, so that the reduce below runs on all of them or on none
         skip = strategy.reduce_boolean_decision(loss is None, all=False)
         value = math.nan if skip else float(strategy.reduce(loss.detach().float(), reduce_op="mean"))
@@ -285,6 +292,40 @@ def _extend(strategy: Any, targets: list[float], more: Callable[..., list[float]
     extra = strategy.broadcast(more(lrs, smooth, extended) if lrs else [], src=0)
     targets.extend(extra)
     return bool(extra)
+
+
+def _held_out_loss(strategy: Any, pl_module: L.LightningModule, batches: list[Any]) -> torch.Tensor:
+    """Mean ``training_step`` loss on fixed validation batches, without gradients, in eval mode."""
+    pl_module.eval()
+    try:
+        with torch.no_grad():
+            losses = []
+            for i, batch in enumerate(batches):
+                out = strategy.training_step(batch, i)
+                losses.append((out["loss"] if isinstance(out, dict) else out).detach().float())
+        return torch.stack(losses).mean()
+    finally:
+        pl_module.train()
+
+
+def held_out_batches(trainer: L.Trainer, count: int) -> list[Any]:
+    """The first ``count`` batches of the first validation loader, on the device.
+
+    Raises:
+        MisconfigurationException: the fit has no validation data.
+    """
+    loaders = validation_loaders(trainer)
+    if not loaders:
+        raise MisconfigurationException(
+            "LRRangeTest(metric='val_loss') needs validation data; pass val_dataloaders (or a datamodule with "
+            "val_dataloader) to fit, or use metric='train_loss'."
+        )
+    batches = []
+    for batch in private_iterator(loaders[0]) if isinstance(loaders[0], DataLoader) else iter(loaders[0]):
+        batches.append(trainer.strategy.batch_to_device(batch))
+        if len(batches) == count:
+            break
+    return batches
 
 
 def _as_list(optimizers: Any) -> list[Any]:

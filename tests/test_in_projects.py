@@ -198,3 +198,31 @@ def test_update_attr_without_an_attribute_fails_before_the_sweep(tmp_path):
     trainer = tiny_trainer(tmp_path, callbacks=[LRRangeTest(update_attr=True, **FINDER)], max_steps=1)
     with pytest.raises(MisconfigurationException, match="no attribute or hparam lr or learning_rate"):
         trainer.fit(tiny_model(), datamodule=tiny_data())
+
+
+def test_a_validation_loss_sweep_records_the_held_out_loss(tmp_path):
+    """metric='val_loss': each point is the mean loss on the same 2 validation batches, after the step."""
+    class Recorded(Classifier):
+        seen: list = []
+
+        def training_step(self, batch, batch_idx):
+            Recorded.seen.append((self.training, torch.is_grad_enabled(), batch[0][0, 0].item()))
+            return super().training_step(batch, batch_idx)
+
+    dm = tiny_data()
+    finder = LRRangeTest(metric="val_loss", val_batches=2, max_extensions=0, **FINDER)
+    tiny_trainer(tmp_path, callbacks=[finder], max_steps=1).fit(
+        Recorded(tiny_model().net, num_classes=4), datamodule=dm)
+    points = len(finder.result.lrs)
+    dm.setup()
+    batches = [b[0][0, 0].item() for b, _ in zip(dm.val_dataloader(), range(2))]  # the first (up to) 2
+    held_out = [s for s in Recorded.seen if not s[0]]
+    assert len(held_out) == len(batches) * points and not any(grad for _, grad, _ in held_out)  # eval, no grad
+    assert [value for _, _, value in held_out] == batches * points  # the same batches at every step
+
+
+def test_a_validation_loss_sweep_without_validation_data_names_the_fix(tmp_path):
+    finder = LRRangeTest(metric="val_loss", **FINDER)
+    trainer = tiny_trainer(tmp_path, callbacks=[finder], max_steps=1)
+    with pytest.raises(MisconfigurationException, match="metric='val_loss'.* needs validation data"):
+        trainer.fit(tiny_model(), train_dataloaders=DataLoader(Stream(), batch_size=32))
