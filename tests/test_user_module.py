@@ -65,6 +65,21 @@ def test_readme_example_trains_the_users_module(tmp_path):
     assert [e.step for e in acc.Scalars("val_acc")] and acc.Scalars("val_acc")[-1].value > 0.9  # its own metric
 
 
+def test_config_files_of_ones_own_select_the_users_module(tmp_path):
+    (tmp_path / "myconf" / "model").mkdir(parents=True)
+    (tmp_path / "myconf" / "data").mkdir()
+    (tmp_path / "myconf" / "model" / "mine.yaml").write_text(
+        "_target_: mypkg.LitClassifier\nnum_classes: ${data.num_classes}\nhidden: 32\n")
+    (tmp_path / "myconf" / "data" / "mine.yaml").write_text("_target_: mypkg.BlobsDataModule\nnum_classes: 3\n")
+    proc = _run("python -m lightning_clr.run --config-dir myconf model=mine data=mine trainer.max_epochs=1 "
+                "finder.num_steps=20 trainer.enable_progress_bar=false", tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "bounds: base_lr=" in proc.stdout
+    (ckpt,) = tmp_path.rglob("*.ckpt")
+    weights = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+    assert weights["layers.0.weight"].shape == (32, 16) and weights["layers.2.weight"].shape == (3, 32)
+
+
 def test_broken_target_is_one_line_with_the_fix(tmp_path):
     proc = _run("python -m lightning_clr.run ~model +model._target_=nopkg.Net", tmp_path)
     assert proc.returncode == 2

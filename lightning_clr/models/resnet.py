@@ -13,7 +13,7 @@
   WRN-28-10 has 36.5M parameters.
 
 Both take ``input_length`` (the image side; global pooling makes them size-agnostic) and
-``num_classes`` like the 1-D nets, so the entry point shapes them from the data module.
+``num_classes`` like the 1-D nets; their configs (``conf/model/resnet56.yaml``) set both by interpolation.
 """
 
 from __future__ import annotations
