@@ -26,7 +26,6 @@ sweep ends: ``hydra.callbacks.compare._target_=lightning_clr.compare.CompareRuns
 from __future__ import annotations
 
 import argparse
-import bisect
 import logging
 import math
 import sys
@@ -323,7 +322,7 @@ def grid_check(runs: Sequence[Run], metric: str = "val/acc", higher_is_better: b
     return GridCheck(
         metric, higher_is_better, [r.explicit[0] for r in grid], [r.last.get(metric, math.nan) for r in grid],
         ref.base_lr, ref.max_lr, ref.last.get(metric), ref.schedule,
-        ref.curve.get("range_test/lr", []), ref.curve.get("range_test/loss", []), ref.curve.get("range_test/loss_raw", []),
+        *(ref.curve.get(tag, []) for tag in CURVE_TAGS),
     )
 
 
@@ -381,7 +380,8 @@ def format_grid_check(check: GridCheck) -> str:
     lines.append(f"best grid LR: {best_lr:.4g} ({check.metric} {best_value:.4f}), "
                  f"{_relation(best_lr, check.base_lr, check.max_lr)}")
     if check.range_value is not None:
-        beaten = [v for v in check.values if (v < check.range_value if check.higher_is_better else v > check.range_value)]
+        sign = 1 if check.higher_is_better else -1
+        beaten = [v for v in check.values if sign * (check.range_value - v) > 0]
         lines.append(f"range-test run ({check.range_schedule} between the bounds): {check.metric} "
                      f"{check.range_value:.4f}, {check.range_value - best_value:+.4f} vs. the best grid LR, "
                      f"better than {len(beaten)} of {len(check.values)} grid runs")

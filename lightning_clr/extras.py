@@ -23,7 +23,8 @@ def missing_extra(err: BaseException) -> str | None:
 
     Example::
 
-        hydra/sweeper=optuna needs the optional extra 'optuna' (hydra-optuna-sweeper): pip install "lightning-clr[optuna]"
+        hydra/sweeper=optuna needs the optional extra 'optuna' (hydra-optuna-sweeper):
+        pip install "lightning-clr[optuna]"   (printed on one line)
     """
     if not isinstance(err, MissingConfigException) or err.missing_cfg_file not in PLUGIN_CONFIGS:
         return None

@@ -6,6 +6,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import matplotlib.image
+import matplotlib.pyplot
 import pytest
 import yaml
 from omegaconf import OmegaConf
@@ -150,7 +151,8 @@ def test_labels_are_the_overrides_that_differ(tmp_path):
     runs = [_run(tmp_path, "0", ["+schedule=sgdr", *shared, "seed=0"]),
             _run(tmp_path, "1", ["+schedule=one_cycle", *shared, "seed=0"]),
             _run(tmp_path, "2", ["+schedule=one_cycle", *shared, "seed=1"])]
-    assert distinct_labels(runs) == ["+schedule=sgdr seed=0", "+schedule=one_cycle seed=0", "+schedule=one_cycle seed=1"]
+    assert distinct_labels(runs) == ["+schedule=sgdr seed=0", "+schedule=one_cycle seed=0",
+                                     "+schedule=one_cycle seed=1"]
     # a long float (an Optuna draw) reads at 4 significant digits; short values stay as written
     drawn = [_run(tmp_path, "0", ["search.base_lr=0.006524239440019404", "finder.bounds=[0.001,0.001]"]),
              _run(tmp_path, "1", ["search.base_lr=0.013437888938214017", "finder.bounds=[0.1,0.1]"])]
@@ -175,8 +177,6 @@ def _axes_widths(runs: list[Run]) -> list[float]:
 
 def test_long_labels_leave_the_panels_their_width(tmp_path):
     """Full multirun override strings as labels: the legend goes below the panels, which keep their width."""
-    import matplotlib.pyplot  # noqa: F401  (for close)
-
     short = [_run(tmp_path, str(i), [f"+schedule=s{i}"]) for i in range(4)]
     long_overrides = ["+recipe=mnist1d_compare", "data=synthetic", "trainer.max_epochs=20", "model=mlp",
                       "callbacks.snapshot.num_snapshots=3", "finder.num_steps=100", "finder.rule=valley",

@@ -44,7 +44,8 @@ def _job(sweep: Path, num: int) -> tuple[Path, dict, list[str]]:
     """A job's TensorBoard folder, its saved config and its overrides."""
     (log_dir,) = {p.parent for p in (sweep / str(num)).rglob("events.out.tfevents.*")}
     hydra = sweep / str(num) / ".hydra"
-    return log_dir, yaml.safe_load((hydra / "config.yaml").read_text()), yaml.safe_load((hydra / "overrides.yaml").read_text())
+    read = lambda name: yaml.safe_load((hydra / name).read_text())
+    return log_dir, read("config.yaml"), read("overrides.yaml")
 
 
 def _assert_png(path: Path, shape: tuple[int, int]) -> None:
@@ -105,19 +106,28 @@ def test_lr_grid_check_on_synthetic_data(tmp_path):
     assert not (sweep / "compare.png").exists()
 
 
-def test_lr_grid_with_another_metric_and_a_bad_one(tmp_path):
-    """The check reads any logged scalar; one the runs never logged is named with the ones they did."""
+def test_lr_grid_on_a_users_own_model(tmp_path):
+    """A user's module and data (tests/userpkg, which knows nothing of lightning_clr) logging ``val_loss``:
+    the check reads that tag, lower is better; a tag no run logged is named with the ones they did."""
+    userpkg = Path(__file__).resolve().parent / "userpkg"
     sweep = tmp_path / "grid"
-    proc = _cli(["-m", "+sweep=lr_grid", "grid.num_points=2", "grid.metric=val/loss", *TINY,
-                 f"hydra.sweep.dir={sweep}"], tmp_path)
+    users = ["~data", "+data._target_=mypkg.BlobsDataModule", "+data.num_classes=3",
+             "~model", "+model._target_=mypkg.LitClassifier", "+model.num_classes=${data.num_classes}"]
+    proc = _cli(["-m", "+sweep=lr_grid", "grid.num_points=2", "grid.metric=val_loss", "trainer.max_epochs=1",
+                 "finder.num_steps=20", "trainer.enable_progress_bar=false", *users, f"hydra.sweep.dir={sweep}"],
+                tmp_path,
+                env={"PYTHONPATH": os.pathsep.join(filter(None, [str(userpkg), os.environ.get("PYTHONPATH")]))})
     assert proc.returncode == 0, proc.stderr[-3000:]
-    losses = {lr: _final(_job(sweep, i)[0], "val/loss") for i, lr in enumerate(log_grid(1e-3, 1.0, 2))}
-    best = min(losses, key=losses.get)  # a loss: lower is better
-    assert f"best grid LR: {best:.4g} (val/loss {losses[best]:.4f})" in proc.stdout
+    losses = {lr: _final(_job(sweep, i)[0], "val_loss") for i, lr in enumerate(log_grid(1e-3, 1.0, 2))}
+    best = min(losses, key=losses.get)
+    assert f"best grid LR: {best:.4g} (val_loss {losses[best]:.4f})" in proc.stdout
+    log_dir = _job(sweep, 2)[0]
+    assert f"range-test run (Constant between the bounds): val_loss {_final(log_dir, 'val_loss'):.4f}" in proc.stdout
+    _assert_png(sweep / "lr_grid.png", (700, 800))
     from lightning_clr.compare import compare
 
-    with pytest.raises(ValueError, match=r"metric=val/f1: no grid run logged it; choose one of .*val/acc"):
-        compare([sweep], png=None, metric="val/f1")
+    with pytest.raises(ValueError, match=r"metric=val/acc: no grid run logged it; choose one of .*val_acc"):
+        compare([sweep], png=None)
 
 
 def test_submitit_local_runs_each_schedule_in_its_own_process(tmp_path):
