@@ -15,8 +15,10 @@ step decay, cosine, triangular2, SGDR and 1cycle. At the end of each run:
 
 It prints one row per run and the mean per schedule, writes a scatter plot of the rise at
 ``--sigma`` against the loss gap (one point per run; ``--png``, default ``flatness.png``),
-and reports the Spearman rank correlation between each rise and each gap over all runs,
-with a permutation p-value. The claim under test (Keskar et al. 2017; Li et al. 2018):
+and reports the Spearman rank correlation between each rise and each gap, with a permutation
+p-value: over all runs, and over the runs that trained (test accuracy >= ``--min-acc``, 0.5;
+chance is 0.1). A run that diverged ends at chance with a dead network, no gap and a
+meaningless rise, so it says nothing about minima. The claim under test (Keskar et al. 2017; Li et al. 2018):
 flatter minima, smaller gaps, so a positive correlation between rise and gap.
 """
 
@@ -132,7 +134,7 @@ def run(args: argparse.Namespace) -> list[Result]:
     return results
 
 
-def plot(results: list[Result], sigma: float, path: str, rho: float, p: float) -> None:
+def plot(results: list[Result], sigma: float, path: str, rho: float, p: float, min_acc: float) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -140,12 +142,18 @@ def plot(results: list[Result], sigma: float, path: str, rho: float, p: float) -
 
     fig, ax = plt.subplots(figsize=(6.4, 4.8))
     for i, name in enumerate(SCHEDULES):
-        mine = [r for r in results if r.schedule == name]
+        mine = [r for r in results if r.schedule == name and r.test_acc >= min_acc]
         ax.scatter([r.rises[sigma] for r in mine], [r.gap_loss for r in mine], label=name, color=f"C{i}", s=36)
-    ax.set_xscale("log")
+        dead = [r for r in results if r.schedule == name and r.test_acc < min_acc]
+        if dead:
+            ax.scatter([r.rises[sigma] for r in dead], [r.gap_loss for r in dead], color=f"C{i}", marker="x", s=36,
+                       label=f"{name}, did not train")
+    if all(r.rises[sigma] > 0 for r in results):
+        ax.set_xscale("log")
     ax.set_xlabel(f"flatness: training-loss rise at sigma = {sigma:g} (lower = flatter)")
     ax.set_ylabel("generalisation gap: test loss - train loss")
-    ax.set_title(f"MNIST-1D CNN + SGD, one point per run; Spearman rho = {rho:+.2f} (p = {p:.2g})", fontsize=9)
+    ax.set_title(f"MNIST-1D CNN + SGD, one point per run; runs that trained: Spearman rho = {rho:+.2f} "
+                 f"(p = {p:.2g})", fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -159,6 +167,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
     parser.add_argument("--num-samples", type=int, default=5000, help="MNIST-1D train + test")
     parser.add_argument("--sigma", type=float, default=0.1, choices=SIGMAS, help="the scale on the plot's x axis")
     parser.add_argument("--png", default="flatness.png", help="where the scatter plot goes")
+    parser.add_argument("--min-acc", type=float, default=0.5, help="test accuracy below which a run did not train")
     args = parser.parse_args(argv)
     setup()
     start = time.time()
@@ -180,26 +189,30 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
     print("Mean per schedule:\n")
     print(markdown(["schedule", "runs", "test acc", "gap (loss)", "gap (acc)", *(f"rise @ {s:g}" for s in SIGMAS)],
                    means) + "\n")
+    trained = [r for r in results if r.test_acc >= args.min_acc]
+    failed = [f"{r.schedule} seed {r.seed} ({r.test_acc:.3f})" for r in results if r.test_acc < args.min_acc]
     correlations = {}
-    lines = []
-    for s in SIGMAS:
-        for gap in ("gap_loss", "gap_acc"):
-            rho, p = spearman([r.rises[s] for r in results], [getattr(r, gap) for r in results])
-            correlations[(s, gap)] = (rho, p)
-            lines.append(f"- rise @ {s:g} vs {gap.replace('_', ' (')}): Spearman rho = {rho:+.3f}, "
-                         f"permutation p = {p:.3f} ({len(results)} runs)")
+    for label, runs in (("all runs", results), (f"runs that trained (test acc >= {args.min_acc:g})", trained)):
+        print(f"Spearman rank correlations, {label}, {len(runs)} runs (positive: flatter minimum, smaller gap):\n")
+        for s in SIGMAS:
+            for gap in ("gap_loss", "gap_acc"):
+                rho, p = spearman([r.rises[s] for r in runs], [getattr(r, gap) for r in runs]) if len(runs) > 2 else (
+                    float("nan"), float("nan"))
+                correlations[(label.split(" (")[0], s, gap)] = (rho, p)
+                print(f"- rise @ {s:g} vs {gap.replace('_', ' (')}): Spearman rho = {rho:+.3f}, permutation p = {p:.3f}")
+        print()
+    if failed:
+        print(f"Did not train (left out of the second set): {', '.join(failed)}\n")
     within = []
     for name in SCHEDULES:  # the same question inside one schedule: does a flatter seed have a smaller gap?
-        mine = [r for r in results if r.schedule == name]
+        mine = [r for r in trained if r.schedule == name]
         if len(mine) >= 3:
             within.append(spearman([r.rises[args.sigma] for r in mine], [r.gap_loss for r in mine], permutations=0)[0])
-    print("Spearman rank correlations over all runs (positive: flatter minimum, smaller gap):\n")
-    print("\n".join(lines))
     if within:
-        print(f"- within one schedule (rise @ {args.sigma:g} vs gap (loss), {len(args.seeds)} seeds each): mean rho "
-              f"{statistics.fmean(within):+.3f} over {len(within)} schedules")
-    rho, p = correlations[(args.sigma, "gap_loss")]
-    plot(results, args.sigma, args.png, rho, p)
+        print(f"Within one schedule (runs that trained, rise @ {args.sigma:g} vs gap (loss), one rho per schedule "
+              f"over its seeds): mean rho {statistics.fmean(within):+.3f} over {len(within)} schedules\n")
+    rho, p = correlations[("runs that trained", args.sigma, "gap_loss")]
+    plot(results, args.sigma, args.png, rho, p, args.min_acc)
     print(f"\nScatter plot: {args.png}. {len(results)} trainings in {time.time() - start:.0f} s", flush=True)
     return {"results": results, "correlations": correlations}
 

@@ -110,17 +110,17 @@ TORCH_CASES = [
     pytest.param(ExpRange(step_size=80, gamma=0.999), cyclic("exp_range", 80, gamma=0.999), id="exp_range-gamma"),
     pytest.param(ExpRange(step_size=80), cyclic("exp_range", 80, gamma=0.5 ** (1 / 160)), id="exp_range-derived"),
     pytest.param(
-        SGDR(cycle_steps=100, cycle_mult=1, floor=None),  # anneal to base_lr
+        SGDR(cycle_steps=100, cycle_mult=1, cycle_decay=1.0, floor=None),  # anneal to base_lr
         at_max(lambda o: CosineAnnealingWarmRestarts(o, T_0=100, T_mult=1, eta_min=BASE)),
         id="sgdr-mult1-base",
     ),
     pytest.param(
-        SGDR(cycle_epochs=1.0, cycle_mult=2, floor=0.0),  # to zero, torch's default eta_min
+        SGDR(cycle_epochs=1.0, cycle_mult=2, cycle_decay=1.0, floor=0.0),  # to zero, torch's default eta_min
         at_max(lambda o: CosineAnnealingWarmRestarts(o, T_0=SPE, T_mult=2)),
         id="sgdr-mult2-zero",
     ),
     pytest.param(
-        SGDR(cycle_steps=70, cycle_mult=2, eta_min=5e-3),
+        SGDR(cycle_steps=70, cycle_mult=2, cycle_decay=1.0, eta_min=5e-3),
         at_max(lambda o: CosineAnnealingWarmRestarts(o, T_0=70, T_mult=2, eta_min=5e-3)),
         id="sgdr-eta_min",
     ),
@@ -243,9 +243,15 @@ class TestSGDR:
             assert lr == pytest.approx(expected, rel=1e-12, abs=1e-15), f"step {step}"
         assert min(lrs[4:]) >= floor_lr - 1e-15 and lrs[starts[2] - 1] < floor_lr + 0.02 * (0.1 - floor_lr)  # cycle 2 ends low
 
+    def test_default_restart_peaks_halve(self):
+        # the defaults: anneal to base_lr, each restart's peak half as far above it as the one before
+        lrs = self.lrs(SGDR(cycle_steps=10, cycle_mult=1), 30)
+        assert [lrs[s] for s in (0, 10, 20)] == pytest.approx([0.1, 0.055, 0.0325], rel=1e-12)
+        assert min(lrs) > 0.01
+
     def test_floor_scales_with_each_groups_max_lr(self):
         optimizer = make_optimizer(groups=2)
-        scheduler = build(SGDR(cycle_steps=10, cycle_mult=1, floor=0.1), optimizer, [0.01, 0.1], [0.1, 1.0], spe=10)
+        scheduler = build(SGDR(cycle_steps=10, cycle_mult=1, cycle_decay=1.0, floor=0.1), optimizer, [0.01, 0.1], [0.1, 1.0], spe=10)
         lrs, _ = record(optimizer, scheduler, 20)
         for step in range(11):
             expected = 0.01 + 0.5 * 0.09 * (1 + math.cos(math.pi * (step % 10) / 10))
@@ -253,7 +259,7 @@ class TestSGDR:
 
     def test_fractional_mult_restarts(self):
         # T0 = 10, mult 1.5: boundaries 10, 25, 47.5, 81.25 -> restarts at steps 10, 25, 48, 82
-        lrs = self.lrs(SGDR(cycle_steps=10, cycle_mult=1.5, floor=None), 90)
+        lrs = self.lrs(SGDR(cycle_steps=10, cycle_mult=1.5, cycle_decay=1.0, floor=None), 90)
         for restart in (0, 10, 25, 48, 82):
             assert lrs[restart] == pytest.approx(0.1, rel=1e-12)
         cosine = lambda t, length: 0.01 + 0.045 * (1 + math.cos(math.pi * t / length))
@@ -268,13 +274,13 @@ class TestSGDR:
         assert [lrs[s] for s in (0, 10, 20, 30)] == pytest.approx([0.1, 0.055, 0.0325, 0.02125], rel=1e-12)
 
     def test_warmup_is_linear_then_cycles_shift(self):
-        lrs = self.lrs(SGDR(cycle_steps=20, cycle_mult=2, warmup_epochs=0.5, floor=None), 70)  # 5 warmup steps
+        lrs = self.lrs(SGDR(cycle_steps=20, cycle_mult=2, warmup_epochs=0.5, cycle_decay=1.0, floor=None), 70)  # 5 warmup steps
         assert lrs[:6] == pytest.approx([0.01, 0.028, 0.046, 0.064, 0.082, 0.1], rel=1e-12)
         assert lrs[25] == pytest.approx(0.1, rel=1e-12) and lrs[65] == pytest.approx(0.1, rel=1e-12)
         assert lrs[15] == pytest.approx(0.055, rel=1e-12)  # half way through the first cycle
 
     def test_fractional_first_cycle_from_epochs(self):
-        spec = SGDR(cycle_epochs=1.5, cycle_mult=1, floor=None)  # 7 steps per epoch: T0 = 10.5 steps
+        spec = SGDR(cycle_epochs=1.5, cycle_mult=1, cycle_decay=1.0, floor=None)  # 7 steps per epoch: T0 = 10.5 steps
         optimizer = make_optimizer()
         lrs = [lr[0] for lr in record(optimizer, build(spec, optimizer, 0.01, 0.1, spe=7), 43)[0]]
         assert spec.cycle_ends(steps_per_epoch=7, total_steps=43) == [11, 21, 32, 42]
@@ -294,7 +300,7 @@ class TestSGDR:
         assert sgdr_lr(restart - 1, 0.01, 0.1, first_cycle=first_cycle, cycle_mult=mult) < 0.02
 
     def test_shrinking_cycles_end_annealed(self):
-        spec = SGDR(cycle_steps=8, cycle_mult=0.5, floor=0.05)  # 8, 4, 2, 1 steps, then nothing left
+        spec = SGDR(cycle_steps=8, cycle_mult=0.5, cycle_decay=1.0, floor=0.05)  # 8, 4, 2, 1 steps, then nothing left
         assert spec.cycle_ends(steps_per_epoch=1, total_steps=100) == [8, 12, 14, 15]
         lrs = self.lrs(spec, 30)
         assert [lrs[s] for s in (0, 8, 12, 14)] == pytest.approx([0.1] * 4, rel=1e-12)
