@@ -187,3 +187,33 @@ def test_long_labels_leave_the_panels_their_width(tmp_path):
     assert len(base) == len(wide) == 2
     assert all(w > 0.38 for w in base)  # two panels side by side on a 12 in figure
     assert all(w >= 0.95 * b for w, b in zip(wide, base)), (base, wide)
+
+
+def test_grid_check_reads_the_bounds_against_the_grid(tmp_path):
+    """Four constant-LR runs and a range-test run with known numbers: the check's table and lines, exactly."""
+    sweep = tmp_path / "grid"
+    for i, (lr, final) in enumerate([(0.001, 0.5), (0.01, 0.8), (0.1, 0.9), (1.0, 0.3)]):
+        _fake_run(sweep, str(i), {"finder": {"bounds": [lr, lr]}}, [f"finder.bounds=[{lr},{lr}]"], [0.2, final],
+                  (lr, lr))
+        (sweep / str(i) / "tensorboard" / "version_0" / "hparams.yaml").unlink()  # bounds given: nothing logged
+    _fake_run(sweep, "4", {"schedule": {"_target_": "lightning_clr.schedules.SGDR"}, "finder": {"bounds": None}},
+              ["finder.bounds=null"], [0.4, 0.85], (0.02, 0.2))
+    # a grid run whose LR moved although its bounds were equal (1cycle anneals below base_lr)
+    _fake_run(sweep, "5", {"finder": {"bounds": [0.03, 0.03]}}, ["finder.bounds=[0.03,0.03]"], [0.2, 0.6], (0.01, 0.03))
+    png = tmp_path / "grid.png"
+    out = compare([sweep], png=None, grid_png=png)
+    table = out[out.index("grid check:"):]
+    # 0.8 + ln(2) / ln(3) * (0.6 - 0.8) = 0.6738, linear in log LR between 0.01 and 0.03
+    assert "\n| 0.02 | (0.6738 on the grid's curve) | range test base_lr |\n| 0.03 | 0.6000 |  |\n" in table
+    # 0.9 + log10(2) * (0.3 - 0.9) = 0.7194
+    assert "\n| 0.1 | 0.9000 | best |\n| 0.2 | (0.7194 on the grid's curve) | range test max_lr |\n" in table
+    assert "range test base_lr=0.02: between grid LRs 0.01 and 0.03" in out
+    assert "range test max_lr=0.2: between grid LRs 0.1 and 1" in out
+    assert "best grid LR: 0.1 (val/acc 0.9000), between base_lr and max_lr" in out
+    assert "range-test run (SGDR between the bounds): val/acc 0.8500, -0.0500 vs. the best grid LR, " \
+           "better than 4 of 5 grid runs" in out
+    assert "note: grid run 'finder.bounds=[0.03,0.03]' (Constant) did not train a constant LR (0.01 to 0.03)" in out
+    assert png.read_bytes()[:8] == PNG_MAGIC and matplotlib.image.imread(png).shape[:2] == (700, 800)
+    # lower is better for a loss: the same numbers, read as losses, put the best grid LR at 1.0
+    assert "best grid LR: 1 (val/acc 0.3000), above max_lr (5x higher)" in compare([sweep], png=None,
+                                                                                   higher_is_better=False)

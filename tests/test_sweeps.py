@@ -73,9 +73,10 @@ class TestGridValues:
 
 
 def test_lr_grid_check_on_synthetic_data(tmp_path):
+    """Three constant LRs and one range-test run with SGDR: [lr, lr] is lr held constant, even for SGDR."""
     sweep = tmp_path / "grid"
-    proc = _cli(["-m", "+sweep=lr_grid", "grid.start_lr=1e-3", "grid.end_lr=1", "grid.num_points=3", *TINY,
-                 f"hydra.sweep.dir={sweep}"], tmp_path)
+    proc = _cli(["-m", "+sweep=lr_grid", "grid.start_lr=1e-3", "grid.end_lr=1", "grid.num_points=3", "+schedule=sgdr",
+                 *TINY, f"hydra.sweep.dir={sweep}"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
     # three constant-LR jobs and the range-test job, each with the overrides the grid asked for
@@ -84,7 +85,7 @@ def test_lr_grid_check_on_synthetic_data(tmp_path):
     for num, lr in enumerate(lrs):
         log_dir, config, overrides = _job(sweep, num)
         assert f"finder.bounds=[{lr!r},{lr!r}]" in overrides and config["finder"]["bounds"] == [lr, lr]
-        assert config.get("schedule") is None  # no +schedule: Constant
+        assert config["schedule"]["_target_"] == "lightning_clr.schedules.SGDR"
         row = re.search(rf"^\| {re.escape(f'{lr:.4g}')} \| ([0-9.]+) \|", out, re.M)
         assert row is not None, out
         assert float(row.group(1)) == pytest.approx(_final(log_dir, "val/acc"), abs=6e-5)
@@ -100,7 +101,12 @@ def test_lr_grid_check_on_synthetic_data(tmp_path):
     assert f"| {base:.4g} | " in out and "| range test base_lr |" in out and "| range test max_lr |" in out
     best = max(lrs, key=lambda lr: _final(_job(sweep, lrs.index(lr))[0], "val/acc"))
     assert f"best grid LR: {best:.4g} " in out
-    assert f"range-test run (Constant between the bounds): val/acc {_final(log_dir, 'val/acc'):.4f}" in out
+    assert f"range-test run (SGDR between the bounds): val/acc {_final(log_dir, 'val/acc'):.4f}" in out
+    events = EventAccumulator(str(log_dir), size_guidance={"scalars": 0})
+    events.Reload()
+    lrs_run = [e.value for e in events.Scalars("lr")]
+    assert max(lrs_run) == pytest.approx(top, rel=1e-5) and min(lrs_run) < top  # SGDR between the found bounds
+    assert "did not train a constant LR" not in out
     # one figure: the grid check (8 x 7 in at 100 dpi), no comparison figure
     _assert_png(sweep / "lr_grid.png", (700, 800))
     assert not (sweep / "compare.png").exists()
