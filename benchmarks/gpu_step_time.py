@@ -35,6 +35,7 @@ from hydra.utils import instantiate
 from omegaconf import open_dict
 from torch.optim.lr_scheduler import CyclicLR
 
+from lightning_clr import steps
 from lightning_clr.run import build, config_dir
 
 
@@ -95,15 +96,14 @@ def run_ours(cfg) -> tuple[float, float, tuple[float, float], int, str]:
     device = torch.cuda.get_device_name() if model.device.type == "cuda" else model.device.type
     result = finder.result
     return (statistics.median(timer.steps), marks[1] - marks[0], (result.base_lr, result.max_lr),
-            finder.steps_per_epoch(trainer), device)
+            steps.steps_per_epoch(trainer), device)
 
 
 def run_plain(cfg, bounds: tuple[float, float], steps_per_epoch: int) -> float:
     """Median step of the same model with a hand-configured ``CyclicLR`` and no LRRangeTest."""
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = instantiate(cfg.data)
-    shapes = {"input_length": datamodule.input_length, "num_classes": datamodule.num_classes}
-    model = instantiate(cfg.model, net=shapes, num_classes=datamodule.num_classes)
+    model = instantiate(cfg.model)  # the model's YAML wires its shapes
     make_optimizer = model.configure_optimizers
 
     def configure_optimizers():
