@@ -324,7 +324,7 @@ def test_a_malicious_cifar_batch_is_refused_without_running_it(tmp_path):
     assert proc.returncode == 2, proc.stderr[-3000:]
     line = _one_error(proc)
     assert f"data.data_dir: {folder / 'data_batch_1'} is not a CIFAR-10 python batch" in line
-    assert "refused global builtins.exec" in line and "cifar-10-python.tar.gz" in line
+    assert "refused global" in line and ".exec" in line and "cifar-10-python.tar.gz" in line
     assert not marker.exists()
 
 
