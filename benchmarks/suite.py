@@ -1,0 +1,516 @@
+"""Task suite: range-test defaults chosen leave-one-family-out over 13 offline tasks, and checked.
+
+    pip install -e ".[bench]" && python benchmarks/suite.py     # about 40 minutes on 2 cores
+
+Tasks (``suite_tasks.py``): nine model families, six optimizers, batch sizes 8 to 512,
+each trained for its own fixed number of epochs (equal across the rows of a task) on
+seeds 0 and 1. Per task and seed:
+
+- ``oracle``: constant LRs in half-decade steps, the grid widened until its best (mean over
+  seeds) is strictly inside it;
+- ``lightning``: ``Tuner.lr_find`` (100 steps) and ``suggestion()`` trained as a constant LR;
+- ``torch-lr-finder``: ``range_test(end_lr=10, num_iter=100)`` and its steepest-gradient
+  suggestion, trained as a constant LR;
+- ``LRRangeTest()``: the library as installed, no argument;
+- ``ours + SCHEDULE``: the defaults chosen by this study (below), then each schedule.
+
+Those three anchor rows and the recorded sweeps of the study come from ``suite_anchors.json``
+(keyed by task, seed and epochs) unless ``--refresh-anchors``; anything the cache lacks is
+computed and added to it.
+
+The defaults study (``suite_study.py``) records each task's range test once per seed with
+a wide sweep and replays candidate settings on it offline; each candidate's error is the
+oracle grid's regret at its ``max_lr``. The chosen defaults are then trained with every
+schedule, and the schedule that wins across the suite becomes the default schedule. Both
+choices are made leave-one-family-out: for every family, the choice made on the other
+families is reported with its error on the held-out one, and the targets are checked with
+the held-out choices.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import math
+import multiprocessing as mp
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import suite_study as study
+import suite_tasks as st
+from common import geo_mean, lightning_lr, machine, mean, setup
+
+from lightning_clr import LRRangeTest, schedules
+from lightning_clr.compare import markdown
+from lightning_clr.selection import select_bounds
+
+HERE = Path(__file__).resolve().parent
+ANCHORS = HERE / "suite_anchors.json"
+SEEDS = (0, 1)
+RECORD = (240, 80)  # steps of the two recorded sweeps, each 1e-7 .. 100
+RECORD_RANGE = (1e-7, 100.0)
+SCHEDULES: dict[str, tuple[str, dict]] = {
+    "Constant": ("Constant", {}),
+    "Triangular": ("Triangular", {}),
+    "Triangular2": ("Triangular2", {}),
+    "ExpRange": ("ExpRange", {}),
+    "SGDR": ("SGDR", {}),
+    "OneCycle": ("OneCycle", {}),
+    "Cosine": ("Cosine", {}),
+    "OneCycle(pct_start=0.25)": ("OneCycle", {"pct_start": 0.25}),
+}
+HELD_OUT_SCHEDULES = 2  # the held-out defaults train the 2 schedules best on the other families
+# the cost of one training relative to the others, to start the long jobs first
+COST = {"gru-lm": 5, "transformer-lm": 6, "transformer-clf": 3, "resnet-digits": 3, "conv-digits": 2}
+
+
+def schedule(name: str) -> schedules.Schedule:
+    cls, kwargs = SCHEDULES[name]
+    return getattr(schedules, cls)(**kwargs)
+
+
+def finder_kwargs(start: float, end: float, steps: int, beta: float, threshold: float | None, rule: str,
+                  rule_options: dict | None = None) -> dict:
+    """``LRRangeTest`` arguments under the names this version of the library takes."""
+    params = inspect.signature(LRRangeTest.__init__).parameters
+    kw = {"num_steps": steps, "divergence_threshold": threshold, "rule": rule}
+    kw.update({"start_lr": start, "end_lr": end} if "start_lr" in params else {"min_lr": start, "max_lr": end})
+    kw["ema_beta" if "ema_beta" in params else "smoothing"] = beta
+    if rule_options and "rule_options" in params:
+        kw["rule_options"] = dict(rule_options)
+    return kw
+
+
+# ----------------------------------------------------------------------------- jobs (one process each)
+
+_ROOT: list[str] = []
+
+
+def _init() -> None:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    setup()
+    _ROOT.append(tempfile.mkdtemp(prefix="lightning_clr_suite_"))
+
+
+def work(job: tuple) -> tuple[tuple, object]:
+    """Run one job; returns it with its result."""
+    if not _ROOT:
+        _init()
+    root = _ROOT[0]
+    kind, name, seed = job[:3]
+    task = st.TASKS[name]
+    if kind == "grid":
+        epochs, lr = job[3:]
+        return job, st.fit(task, seed, epochs, root, lr=lr)
+    if kind in ("lightning", "tlf"):
+        epochs = job[3]
+        lr = lightning_lr(task, task.datamodule(), seed, epochs, root) if kind == "lightning" else st.torch_lr_finder_lr(task, seed)
+        lr = None if lr is None or not math.isfinite(lr) or lr <= 0 else float(lr)
+        return job, {"lr": lr, "score": None if lr is None else st.fit(task, seed, epochs, root, lr=lr)}
+    if kind == "record":
+        steps = job[3]
+        r = st.sweep(task, seed, root, **finder_kwargs(*RECORD_RANGE, steps, 0.9, 50.0, "smith"))
+        return job, {"lrs": list(r.lrs), "raw": list(r.raw_losses), "stop": r.stop_reason}
+    if kind == "bare":
+        epochs = job[3]
+        finder = LRRangeTest(progress_bar=False)
+        score = st.fit(task, seed, epochs, root, finder=finder)
+        r = finder.result
+        return job, {"score": score, "base_lr": r.base_lr, "max_lr": r.max_lr, "stop": r.stop_reason,
+                     "schedule": type(getattr(finder, "schedule", None)).__name__}
+    if kind == "sweep":
+        c = job[3]
+        r = st.sweep(task, seed, root, **finder_kwargs(c.start_lr, c.end_lr, c.num_steps, c.ema_beta,
+                                                      c.divergence_threshold, c.rule, c.rule_options))
+        b = select_bounds(r.lrs, r.losses, rule=c.rule, **c.rule_options)
+        return job, {"base_lr": b.base_lr, "max_lr": b.max_lr, "fallback": b.fallback, "stop": r.stop_reason,
+                     "finder_max_lr": r.max_lr, "points": len(r.lrs)}
+    if kind == "train":
+        epochs, sched, base, top = job[3:]
+        finder = LRRangeTest(schedule=schedule(sched), bounds=(base, top), progress_bar=False)
+        return job, st.fit(task, seed, epochs, root, finder=finder)
+    raise ValueError(f"unknown job {job}")
+
+
+def run_jobs(pool, jobs: Sequence[tuple], label: str, on_result=None) -> dict[tuple, object]:
+    """Run ``jobs`` (longest tasks first); ``on_result(job, result)`` after each, progress on stderr."""
+    jobs = sorted(dict.fromkeys(jobs), key=lambda j: -COST.get(j[1], 1))
+    if not jobs:
+        return {}
+    t0 = time.time()
+    out = {}
+    for i, (job, res) in enumerate(pool.imap_unordered(work, jobs) if pool is not None else map(work, jobs)):
+        out[job] = res
+        if on_result is not None:
+            on_result(job, res)
+        if (i + 1) % 20 == 0:
+            print(f"[{label}: {i + 1}/{len(jobs)} in {time.time() - t0:.0f} s]", file=sys.stderr, flush=True)
+    print(f"[{label}: {len(jobs)} jobs in {time.time() - t0:.0f} s]", file=sys.stderr, flush=True)
+    return out
+
+
+# ----------------------------------------------------------------------------- anchors
+
+
+def key(name: str, seed: int, epochs: int, per_decade: int) -> str:
+    return f"{name}|seed={seed}|epochs={epochs}" + ("" if per_decade == 2 else f"|per_decade={per_decade}")
+
+
+def lr_key(lr: float) -> str:
+    return f"{lr:.3g}"
+
+
+def grid_lrs(low: float, high: float, per_decade: int) -> list[float]:
+    n = max(1, round(math.log10(high / low) * per_decade))
+    return [float(lr_key(low * (high / low) ** (i / n))) for i in range(n + 1)]
+
+
+def anchors(pool, args, epochs: dict[str, int], cache: dict, extra_jobs: Sequence[tuple]) -> tuple[dict, dict]:
+    """Oracle grids, finders' rows and the recorded wide sweeps per task and seed, from the cache
+    or computed (and saved after every job with ``--refresh-anchors``); ``extra_jobs`` run in the
+    first round. Returns (entries by key, results of the extra jobs)."""
+    g = args.grid_per_decade
+    entries = {}
+    for name in args.tasks:
+        for s in args.seeds:
+            k = key(name, s, epochs[name], g)
+            entries[k] = {"grid": {}} if args.refresh_anchors else json.loads(json.dumps(cache.get(k, {"grid": {}})))
+            entries[k].setdefault("record", {})
+    jobs = list(extra_jobs)
+    for name in args.tasks:
+        task, e = st.TASKS[name], epochs[name]
+        for s in args.seeds:
+            ent = entries[key(name, s, e, g)]
+            for lr in grid_lrs(*task.grid, g):
+                if lr_key(lr) not in ent["grid"]:
+                    jobs.append(("grid", name, s, e, lr))
+            for kind in ("lightning", "tlf"):
+                if kind not in ent:
+                    jobs.append((kind, name, s, e))
+            for steps in args.record_steps:
+                if str(steps) not in ent["record"]:
+                    jobs.append(("record", name, s, steps))
+    extra = {}
+    e_of = {name: epochs[name] for name in args.tasks}
+
+    def store(job, res):
+        kind, name, s = job[:3]
+        ent = entries.get(key(name, s, e_of[name], g))
+        if kind == "grid":
+            ent["grid"][lr_key(job[4])] = res
+        elif kind in ("lightning", "tlf"):
+            ent[kind] = res
+        elif kind == "record":
+            ent["record"][str(job[3])] = {"lrs": [float(f"{v:.6g}") for v in res["lrs"]],
+                                          "raw": [float(f"{v:.6g}") for v in res["raw"]], "stop": res["stop"]}
+        else:
+            extra[job] = res
+            return
+        save(args.anchors, {**cache, **entries})
+
+    for round_ in range(args.max_widen + 1):
+        run_jobs(pool, jobs, f"anchors round {round_}", store)
+        jobs = []
+        for name in args.tasks:  # widen a grid whose best is at an edge
+            e = epochs[name]
+            grid = mean_grid([entries[key(name, s, e, g)]["grid"] for s in args.seeds], st.TASKS[name])
+            lrs = sorted(grid)
+            best = oracle_best(grid, st.TASKS[name])
+            step = 10 ** (1 / g)
+            if best == lrs[0]:
+                new = float(lr_key(lrs[0] / step))
+            elif best == lrs[-1]:
+                new = float(lr_key(lrs[-1] * step))
+            else:
+                continue
+            jobs += [("grid", name, s, e, new) for s in args.seeds]
+        if not jobs:
+            break
+    return entries, extra
+
+
+def save(path: Path, cache: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(dict(sorted(cache.items())), indent=None, separators=(",", ":")) + "\n")
+    tmp.replace(path)
+
+
+def mean_grid(grids: Sequence[dict], task: st.SuiteTask) -> dict[float, float]:
+    """Mean score over seeds at each LR every seed has."""
+    common = set.intersection(*(set(g) for g in grids))
+    return {float(k): mean([g[k] for g in grids]) for k in common}
+
+
+def oracle_best(grid: dict[float, float], task: st.SuiteTask) -> float:
+    return (max if task.higher_is_better else min)(grid, key=grid.get)
+
+
+# ----------------------------------------------------------------------------- tables
+
+
+def fmt(lr: float | None) -> str:
+    return "none" if lr is None else f"{lr:.2g}"
+
+
+def fmt_score(task: st.SuiteTask, v: float) -> str:
+    return "diverged" if not math.isfinite(v) else f"{v:.4f}"
+
+
+def better(task: st.SuiteTask, a: float, b: float) -> bool:
+    """Is score ``a`` strictly better than ``b``?"""
+    return a > b if task.higher_is_better else a < b
+
+
+def within_target(task: st.SuiteTask, score: float, oracle: float) -> bool:
+    if task.higher_is_better:
+        return score >= oracle - 0.01 - 1e-12
+    return math.isfinite(score) and score <= oracle * 1.05 + 1e-12
+
+
+def parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--tasks", nargs="+", default=list(st.TASKS), choices=list(st.TASKS), help="tasks (default: all)")
+    p.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS), help="seeds (default 0 1)")
+    p.add_argument("--epochs", type=int, default=None, help="training budget of every task (default: each task's own)")
+    p.add_argument("--refresh-anchors", action="store_true", help="recompute the oracle grids and the finders' rows")
+    p.add_argument("--anchors", type=Path, default=ANCHORS, help="anchor cache (default benchmarks/suite_anchors.json)")
+    p.add_argument("--grid-per-decade", type=int, default=2, help="oracle grid density (default 2: half-decades)")
+    p.add_argument("--max-widen", type=int, default=4, help="grid widenings per task at most (default 4)")
+    p.add_argument("--record-steps", type=int, nargs="+", default=list(RECORD),
+                   help="steps of the recorded wide sweeps (default 240 80)")
+    p.add_argument("--schedules", nargs="+", default=list(SCHEDULES), choices=list(SCHEDULES),
+                   help="schedules trained with the chosen defaults (default: all)")
+    p.add_argument("--small-study", action="store_true", help="a handful of candidates (smoke tests)")
+    p.add_argument("--study-only", action="store_true", help="stop after the offline study (needs no new training "
+                   "when the cache holds every anchor)")
+    p.add_argument("--workers", type=int, default=2, help="processes (default 2; 1 runs in this process)")
+    p.add_argument("--json", type=Path, default=None, help="also write the results here")
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    args = parse(argv)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    setup()
+    start = time.time()
+    tasks = {n: st.TASKS[n] for n in args.tasks}
+    epochs = {n: args.epochs or t.epochs for n, t in tasks.items()}
+    seeds = list(args.seeds)
+    cache = json.loads(args.anchors.read_text()) if args.anchors.exists() else {}
+    pool = mp.get_context("spawn").Pool(args.workers, initializer=_init) if args.workers > 1 else None
+    try:
+        report = _run(args, pool, tasks, epochs, seeds, cache)
+    finally:
+        if pool is not None:
+            pool.close()
+            pool.join()
+    print(f"Total: {time.time() - start:.0f} s", flush=True)
+    return report
+
+
+def print_study(sty: study.Study, lofo: dict, current: study.Candidate, space: study.Space, tasks, fams) -> None:
+    """The study's tables: folds, per task errors, and one setting at a time around the choice."""
+    chosen = lofo["chosen"]
+    print("## Defaults study (leave-one-family-out)\n")
+    print(f"Candidates evaluated offline: {len(sty.reads)}; error = regret of the oracle grid at max_lr, target "
+          "units (1 = 1 accuracy point or 5% loss), families weighted equally.\n")
+    print(f"Chosen on all families: `{chosen.label()}`\n")
+    rows = []
+    for f in fams:
+        fold = lofo["folds"][f]
+        rows.append([f, fold["candidate"].label(), f"{fold['in_sample']:.2f}", f"{fold['held_out']:.2f}",
+                     f"{sty.score(current, [f]):.2f}"])
+    rows.append(["mean", "", f"{lofo['in_sample']:.2f}", f"{lofo['held_out']:.2f}", f"{sty.score(current, fams):.2f}"])
+    print(markdown(["held-out family", "chosen on the other families", "in-sample error", "held-out error",
+                    "library defaults now"], rows) + "\n")
+    print("Per task (chosen defaults, replayed): " + ", ".join(
+        f"{n} {sty.task_error(chosen, n):.2f} (log10 max_lr/oracle {sty.log_ratio(chosen, n):+.2f})" for n in tasks)
+        + "\n")
+    sens = []  # one setting at a time around the chosen candidate (in-sample)
+    for field_, values in (("start_lr", space.starts), ("end_lr", space.ends), ("num_steps", space.steps),
+                           ("ema_beta", space.betas), ("divergence_threshold", space.thresholds)):
+        cs = [study.Candidate(**{**chosen.__dict__, field_: v}) for v in values]
+        sty.evaluate(cs)
+        sens.append([field_, ", ".join(f"{'none' if v is None else f'{v:g}'}: {sty.score(c, fams):.2f}"
+                                       for v, c in zip(values, cs))])
+    rule_cs = [study.Candidate(chosen.start_lr, chosen.end_lr, chosen.num_steps, chosen.ema_beta,
+                               chosen.divergence_threshold, r, o) for r, o in space.rule_options]
+    sty.evaluate(rule_cs)
+    sens.append(["rule {options}", ", ".join(f"{c.rule} {dict(c.options)}: {sty.score(c, fams):.2f}" for c in rule_cs)])
+    print(markdown(["setting", "in-sample error with only this setting changed"], sens) + "\n", flush=True)
+
+
+def _run(args, pool, tasks, epochs, seeds, cache) -> dict:
+    g = args.grid_per_decade
+    print(f"# Task suite\n\n{time.strftime('%Y-%m-%d')}, {machine()}; {args.workers} worker process(es); "
+          f"seeds {seeds}\n", flush=True)
+    print(markdown(["task", "family", "model / data", "optimizer", "batch", "epochs", "metric", "note"],
+                   [[n, t.family, f"{getattr(t.net, 'func', t.net).__name__} / {getattr(t.data, 'func', t.data).__name__}",
+                     t.optimizer_label, str(t.batch_size), str(epochs[n]),
+                     t.metric + (" (higher is better)" if t.higher_is_better else " (lower is better)"), t.note]
+                    for n, t in tasks.items()]) + "\n")
+
+    # 1) anchors, the recorded sweeps and the bare LRRangeTest() rows, in one pool round
+    extra = [] if args.study_only else [("bare", n, s, epochs[n]) for n in tasks for s in seeds]
+    entries, first = anchors(pool, args, epochs, cache, extra)
+    grids = {n: mean_grid([entries[key(n, s, epochs[n], g)]["grid"] for s in seeds], t) for n, t in tasks.items()}
+    oracle_lr = {n: oracle_best(grids[n], t) for n, t in tasks.items()}
+    oracle = {n: grids[n][oracle_lr[n]] for n in tasks}
+    oracle_seeds = {n: [entries[key(n, s, epochs[n], g)]["grid"][lr_key(oracle_lr[n])] for s in seeds] for n in tasks}
+
+    # 2) the defaults study, offline
+    records = {(n, s): entries[key(n, s, epochs[n], g)]["record"] for n in tasks for s in seeds}
+    curves = {n: [[study.Recording(np.array(records[(n, s)][str(k)]["lrs"]), np.array(records[(n, s)][str(k)]["raw"]))
+                   for k in args.record_steps] for s in seeds] for n in tasks}
+    space = study.SMALL if args.small_study else study.Space()
+    families = {n: t.family for n, t in tasks.items()}
+    sty = study.Study(curves, grids, {n: t.higher_is_better for n, t in tasks.items()}, families, oracle_lr, pool)
+    t0 = time.time()
+    lofo = sty.lofo(space)
+    print(f"[study: {len(sty.reads)} candidates in {time.time() - t0:.0f} s]", file=sys.stderr, flush=True)
+    chosen: study.Candidate = lofo["chosen"]
+    held = {f: v["candidate"] for f, v in lofo["folds"].items()}
+    current = study.Candidate(1e-3, 1.0, 100, 0.5, 4.0, "smith", (("stop_frac", 0.5),))
+    sty.evaluate([current])
+    fams = sorted(set(families.values()))
+    if args.study_only:
+        print_study(sty, lofo, current, space, tasks, fams)
+        return {"chosen": chosen.as_dict(), "held": {f: c.as_dict() for f, c in held.items()},
+                "in_sample": lofo["in_sample"], "held_out": lofo["held_out"]}
+
+    # 3) real sweeps with the chosen and the held-out defaults; every schedule between the chosen bounds
+    fams = sorted(set(families.values()))
+    need = {(c, n) for n in tasks for c in (chosen, held[families[n]])}
+    sweeps = run_jobs(pool, [("sweep", n, s, c) for c, n in need for s in seeds], "sweeps")
+    bounds = {(c, n, s): sweeps[("sweep", n, s, c)] for c, n in need for s in seeds}
+
+    def train_jobs(c, n, names):
+        return [("train", n, s, epochs[n], sc, bounds[(c, n, s)]["base_lr"], bounds[(c, n, s)]["max_lr"])
+                for s in seeds for sc in names]
+
+    trains = run_jobs(pool, [j for n in tasks for j in train_jobs(chosen, n, args.schedules)], "schedules")
+
+    def scores(c, n, sc):
+        return [trains[j] for j in train_jobs(c, n, [sc])]
+
+    # 4) which schedule wins, leave-one-family-out (on the chosen defaults' trainings)
+    def sched_error(sc, fs):
+        return mean([mean([mean([study.trained_regret(v, oracle[n], tasks[n].higher_is_better)
+                                 for v in scores(chosen, n, sc)]) for n in tasks if families[n] == f]) for f in fs])
+
+    default_sched = min(args.schedules, key=lambda sc: sched_error(sc, fams))
+    held_rank = {f: sorted(args.schedules, key=lambda sc: sched_error(sc, [h for h in fams if h != f] or fams))
+                 for f in fams}
+    held_sched = {f: r[0] for f, r in held_rank.items()}
+    # the held-out defaults, where they differ, train the schedules best on the other families
+    held_names = {n: (held_rank[families[n]][:HELD_OUT_SCHEDULES] if held[families[n]] != chosen else list(args.schedules))
+                  for n in tasks}
+    trains.update(run_jobs(pool, [j for n in tasks if held[families[n]] != chosen
+                                  for j in train_jobs(held[families[n]], n, held_names[n])], "held-out schedules"))
+
+    # 5) per task tables and targets (targets on the held-out choices)
+    summary, per_task = [], {}
+    for n, t in tasks.items():
+        e = epochs[n]
+        ents = [entries[key(n, s, e, g)] for s in seeds]
+        f = families[n]
+        hc, hs = held[f], held_sched[f]
+        rows = [["oracle (grid search)", fmt(oracle_lr[n]), "1", fmt_score(t, oracle[n]),
+                 " / ".join(fmt_score(t, v) for v in oracle_seeds[n])]]
+        finder_scores = {}
+        for kind, label in (("lightning", "lightning lr_find"), ("tlf", "torch-lr-finder")):
+            lrs = [x[kind]["lr"] for x in ents]
+            vals = [x[kind]["score"] for x in ents if x[kind]["score"] is not None]
+            finder_scores[label] = mean(vals) if len(vals) == len(seeds) else None
+            rows.append([label, ", ".join(fmt(lr) for lr in lrs),
+                         ", ".join("—" if lr is None else f"{lr / oracle_lr[n]:.2g}" for lr in lrs),
+                         "—" if finder_scores[label] is None else fmt_score(t, finder_scores[label]),
+                         " / ".join("none" if x[kind]["score"] is None else fmt_score(t, x[kind]["score"]) for x in ents)])
+        bare = [first[("bare", n, s, e)] for s in seeds]
+        bmax = geo_mean([b["max_lr"] for b in bare])
+        rows.append([f"LRRangeTest() ({bare[0]['schedule']})", f"{fmt(geo_mean([b['base_lr'] for b in bare]))}–{fmt(bmax)}",
+                     f"{bmax / oracle_lr[n]:.2g}", fmt_score(t, mean([b["score"] for b in bare])),
+                     " / ".join(fmt_score(t, b["score"]) for b in bare)])
+        variants = [(chosen, "ours")] + ([(hc, "ours, held-out defaults")] if hc != chosen else [])
+        best_ours = {}
+        for c, label in variants:
+            bs = [bounds[(c, n, s)] for s in seeds]
+            cmax, cbase = geo_mean([b["max_lr"] for b in bs]), geo_mean([b["base_lr"] for b in bs])
+            names = list(args.schedules) if c == chosen else held_names[n]
+            for sc in names:
+                v = scores(c, n, sc)
+                rows.append([f"{label} + {sc}", f"{fmt(cbase)}–{fmt(cmax)}", f"{cmax / oracle_lr[n]:.2g}",
+                             fmt_score(t, mean(v)), " / ".join(fmt_score(t, x) for x in v)])
+            best_ours[label] = max(names, key=lambda sc, c=c: mean(scores(c, n, sc)) * (1 if t.higher_is_better else -1))
+        hlabel = variants[-1][1]
+        hbs = [bounds[(hc, n, s)] for s in seeds]
+        hmax = geo_mean([b["max_lr"] for b in hbs])
+        top = best_ours[hlabel]
+        top_score = mean(scores(hc, n, top))
+        dflt = mean(scores(hc, n, hs))
+        ok1 = within_target(t, top_score, oracle[n])
+        beaten = {k: v is None or better(t, dflt, v) for k, v in finder_scores.items()}
+        ok2 = all(beaten.values())
+        ok3 = hmax >= oracle_lr[n] / 3
+        print(f"## {n} ({t.family}; {t.optimizer_label}, batch {t.batch_size}, {e} epochs, {t.metric})\n")
+        print(markdown(["row", "LR", "max_lr / oracle LR", "score", "per seed"], rows) + "\n")
+        print("Oracle grid (mean): " + ", ".join(f"{fmt(lr)}: {fmt_score(t, grids[n][lr])}" for lr in sorted(grids[n]))
+              + "\n")
+        unit = "points" if t.higher_is_better else "%"
+        gap = 100 * (top_score - oracle[n]) if t.higher_is_better else 100 * (top_score / oracle[n] - 1)
+        lines = [(f"{'PASS' if ok1 else 'MISS'} best of ours (held-out defaults, {top}: {fmt_score(t, top_score)}) "
+                  f"vs oracle {fmt_score(t, oracle[n])}: {gap:+.1f} {unit}"),
+                 f"{'PASS' if ok2 else 'MISS'} default schedule (held-out choice {hs}: {fmt_score(t, dflt)}) beats "
+                 + ", ".join(f"{k} ({'none' if v is None else fmt_score(t, v)})" for k, v in finder_scores.items()),
+                 (f"{'PASS' if ok3 else 'MISS'} max_lr (held-out defaults, {fmt(hmax)}) >= oracle LR / 3 "
+                  f"({fmt(oracle_lr[n] / 3)}): ratio {hmax / oracle_lr[n]:.2g}"),
+                 "sweep stops: " + ", ".join(f"seed {s}: {bounds[(hc, n, s)]['stop']} after {bounds[(hc, n, s)]['points']} "
+                                             f"points" + (f" (fallback: {bounds[(hc, n, s)]['fallback']})"
+                                                          if bounds[(hc, n, s)]["fallback"] else "")
+                                             for s in seeds)]
+        for line in lines:
+            print(f"- {line}")
+        print()
+        per_task[n] = {"oracle_lr": oracle_lr[n], "oracle": oracle[n], "max_lr": hmax, "ratio": hmax / oracle_lr[n],
+                       "best": top, "best_score": top_score, "default": dflt, "finders": finder_scores,
+                       "targets": [ok1, ok2, ok3]}
+        summary.append([n, t.family, fmt(oracle_lr[n]), f"{hmax / oracle_lr[n]:.2g}",
+                        f"{bmax / oracle_lr[n]:.2g}", f"{gap:+.1f} {unit}",
+                        "PASS" if ok1 else "MISS", "PASS" if ok2 else "MISS", "PASS" if ok3 else "MISS"])
+
+    # 6) the study's report
+    print_study(sty, lofo, current, space, tasks, fams)
+    print("Replayed vs real sweep, chosen defaults, max_lr: " + ", ".join(
+        f"{n} {geo_mean([r[1] for r in sty.reads[chosen][n] if r]):.2g}/"
+        f"{geo_mean([bounds[(chosen, n, s)]['max_lr'] for s in seeds]):.2g}" for n in tasks) + "\n")
+
+    print("## Schedules (chosen defaults' bounds; regret vs oracle in target units, negative = better)\n")
+    srows = [[sc, f"{sched_error(sc, fams):+.2f}"] + [f"{sched_error(sc, [f]):+.2f}" for f in fams] for sc in args.schedules]
+    print(markdown(["schedule", "all families"] + fams, srows) + "\n")
+    held_err = mean([sched_error(held_sched[f], [f]) for f in fams])
+    print(f"Default schedule chosen on all families: {default_sched} (in-sample {sched_error(default_sched, fams):+.2f}); "
+          f"held-out: {held_err:+.2f} (" + ", ".join(f"{f}: {held_sched[f]}" for f in fams) + ")\n")
+
+    print("## Summary (targets with the held-out choices)\n")
+    print(markdown(["task", "family", "oracle LR", "max_lr / oracle", "LRRangeTest() max_lr / oracle",
+                    "best of ours vs oracle", "best >= oracle - tol", "default beats finders", "max_lr >= oracle/3"],
+                   summary) + "\n")
+    passes = [sum(p["targets"][i] for p in per_task.values()) for i in range(3)]
+    print(f"Targets met: quality {passes[0]}/{len(tasks)}, beats finders {passes[1]}/{len(tasks)}, "
+          f"max_lr {passes[2]}/{len(tasks)}\n", flush=True)
+    report = {"chosen": chosen.as_dict(), "default_schedule": default_sched, "held_schedule": held_sched,
+              "held": {f: c.as_dict() for f, c in held.items()}, "in_sample": lofo["in_sample"],
+              "held_out": lofo["held_out"], "tasks": per_task}
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1, default=str))
+    return report
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
