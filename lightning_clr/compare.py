@@ -319,10 +319,12 @@ def grid_check(runs: Sequence[Run], metric: str = "val/acc", higher_is_better: b
         known = sorted({t for r in grid for t in r.last if not t.startswith(("lr", "range_test/", "epoch"))})
         raise ValueError(f"metric={metric}: no grid run logged it; choose one of {', '.join(known) or 'none logged'}")
     ref = tests[0]
+    lrs = sorted(v for _, v in ref.lr)
     return GridCheck(
         metric, higher_is_better, [r.explicit[0] for r in grid], [r.last.get(metric, math.nan) for r in grid],
         ref.base_lr, ref.max_lr, ref.last.get(metric), ref.schedule,
         *(ref.curve.get(tag, []) for tag in CURVE_TAGS),
+        range_lr=lrs[len(lrs) // 2] if lrs and lrs[-1] <= lrs[0] * 1.001 else None,
     )
 
 
@@ -385,6 +387,9 @@ def format_grid_check(check: GridCheck) -> str:
         lines.append(f"range-test run ({check.range_schedule} between the bounds): {check.metric} "
                      f"{check.range_value:.4f}, {check.range_value - best_value:+.4f} vs. the best grid LR, "
                      f"better than {len(beaten)} of {len(check.values)} grid runs")
+        at = check.value_at(check.range_lr) if check.range_lr is not None else None
+        if at is not None:
+            lines[-1] += f"; it trained at a constant {check.range_lr:.4g}, where the grid's curve reads {at:.4f}"
     return "\n".join(lines)
 
 

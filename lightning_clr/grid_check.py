@@ -90,6 +90,8 @@ class GridCheck:
         curve_lrs: the range test's LRs (``range_test/lr``), one per sweep step.
         curve_losses: its smoothed losses (``range_test/loss``).
         curve_raw: its raw losses (``range_test/loss_raw``), empty when not logged.
+        range_lr: the LR the range-test run trained at when its logged LR was constant
+            (the constant schedule), else None.
     """
 
     metric: str
@@ -103,6 +105,7 @@ class GridCheck:
     curve_lrs: list[float] = field(default_factory=list)
     curve_losses: list[float] = field(default_factory=list)
     curve_raw: list[float] = field(default_factory=list)
+    range_lr: float | None = None
 
     def __post_init__(self) -> None:
         if len(self.lrs) != len(self.values) or len(self.lrs) < 2:
@@ -153,7 +156,10 @@ def plot_grid_check(check: GridCheck, path: str | Path) -> Path:
     ax_grid.plot(check.lrs, check.values, "o-", color="C0", lw=1.8, label=f"constant LR: final {check.metric}")
     best_lr, best_value = check.best
     ax_grid.plot([best_lr], [best_value], "*", color="C0", ms=14, label=f"best grid LR {best_lr:.3g}")
-    if check.range_value is not None:
+    if check.range_value is not None and check.range_lr is not None:  # it sits on the grid's axis
+        ax_grid.plot([check.range_lr], [check.range_value], "D", color="C3", ms=8,
+                     label=f"range-test run at {check.range_lr:.3g}: {check.range_value:.4f}")
+    elif check.range_value is not None:
         ax_grid.axhline(check.range_value, color="C3", lw=1.2, ls=":",
                         label=f"range-test run ({check.range_schedule}): {check.range_value:.4f}")
     for ax in (ax_grid, ax_curve):

@@ -217,3 +217,15 @@ def test_grid_check_reads_the_bounds_against_the_grid(tmp_path):
     # lower is better for a loss: the same numbers, read as losses, put the best grid LR at 1.0
     assert "best grid LR: 1 (val/acc 0.3000), above max_lr (5x higher)" in compare([sweep], png=None,
                                                                                    higher_is_better=False)
+
+
+def test_grid_check_places_a_constant_range_test_run_on_the_grid(tmp_path):
+    """A range-test run that trained at one constant LR is read against the grid's curve at that LR."""
+    sweep = tmp_path / "grid"
+    for i, (lr, final) in enumerate([(0.01, 0.6), (0.1, 0.9)]):
+        _fake_run(sweep, str(i), {"finder": {"bounds": [lr, lr]}}, [f"finder.bounds=[{lr},{lr}]"], [final], (lr, lr))
+    _fake_run(sweep, "2", {"finder": {"bounds": None}}, ["finder.bounds=null"], [0.8], (0.0316, 0.0316))
+    out = compare([sweep], png=None)
+    # 0.6 + log10(3.16) * (0.9 - 0.6) = 0.7499
+    assert ("range-test run (Constant between the bounds): val/acc 0.8000, -0.1000 vs. the best grid LR, better than "
+            "1 of 2 grid runs; it trained at a constant 0.0316, where the grid's curve reads 0.7499") in out
