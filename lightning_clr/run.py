@@ -23,7 +23,8 @@ import lightning as L
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from lightning_clr.checkpointing import interrupt_status
 from lightning_clr.config import COMPOSE_ERRORS, ConfigError, checkpoint_path, one_line, register
@@ -121,6 +122,12 @@ def _check_arguments(key: str, node: DictConfig, target: Any, source: tuple[str,
 def _make_checked(key: str, node: Any, kind: type, source: tuple[str, Any] = ("", None)) -> Any:
     """``instantiate(node)`` for a node the user may point anywhere (``model``, ``data``): checked target and type."""
     target = _locate(key, node)
+    try:  # an interpolation such as ${data.num_classes} that points nowhere
+        OmegaConf.to_container(node, resolve=True)
+    except OmegaConfBaseException as err:
+        where = err.full_key or key
+        reason = str(err.msg).splitlines()[0]
+        raise ConfigError(f"{where}: {reason}; add the key it points to, or give {where} a value") from err
     _check_arguments(key, node, target, source)
     obj = _make(key, node)
     if not isinstance(obj, kind):

@@ -112,6 +112,12 @@ ERRORS = {
         ["~model", "+model._target_=mypkg.LitClassifier"],
         "model: mypkg.LitClassifier needs num_classes; add +model.num_classes=VALUE",
     ),
+    "interpolation-to-nowhere": (
+        ["~data", "+data._target_=mypkg.BlobsDataModule", "~model", "+model._target_=mypkg.LitClassifier",
+         "+model.num_classes=${data.num_classes}"],
+        "model.num_classes: Interpolation key 'data.num_classes' not found; add the key it points to, "
+        "or give model.num_classes a value",
+    ),
     "no-such-name": (
         ["~model", "+model._target_=mypkg.LitClasifier"],
         "model._target_=mypkg.LitClasifier: module 'mypkg' has no attribute 'LitClasifier'; "
