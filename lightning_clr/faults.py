@@ -167,7 +167,10 @@ class StopOnNonFiniteLoss(L.Callback):
         loss = _loss_of(outputs)
         if loss is not None:
             loss = loss.detach()
-            self._pending.append((trainer.global_step, self._lr, torch.isfinite(loss).all(), loss.reshape(-1)[:1]))
+            finite = torch.isfinite(loss).all()
+            if self.check_every_n_steps == 1 and trainer.world_size == 1 and bool(finite):
+                return  # the common case, without the bookkeeping
+            self._pending.append((trainer.global_step, self._lr, finite, loss.reshape(-1)[:1]))
         if len(self._pending) >= self.check_every_n_steps:
             self._check(trainer)
 
