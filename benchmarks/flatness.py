@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> list[Result]:
     x_test, y_test = dm._val.tensors
     results = []
     for seed in args.seeds:
-        curve = range_curve(task, dm, seed, root, num_steps=max(10, steps_per_epoch(dm)))
+        curve = range_curve(task, dm, seed, root, num_steps=max(20, steps_per_epoch(dm)))
         bounds = (curve.base_lr, curve.max_lr)
         for name in SCHEDULES:
             L.seed_everything(seed, verbose=False)

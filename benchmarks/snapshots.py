@@ -85,7 +85,7 @@ def run_block(name: str, args: argparse.Namespace, dm, root: str) -> dict[str, o
     x, y = dm._val.tensors
     results = []
     for seed in args.seeds:
-        curve = range_curve(task, dm, seed, root, num_steps=max(10, steps_per_epoch(dm)))
+        curve = range_curve(task, dm, seed, root, num_steps=max(20, steps_per_epoch(dm)))
         bounds = (curve.base_lr, curve.max_lr)
         L.seed_everything(seed, verbose=False)
         model = task.model()
@@ -132,12 +132,12 @@ def run_block(name: str, args: argparse.Namespace, dm, root: str) -> dict[str, o
 
 
 FLOOR_CANDIDATES = {  # label -> SGDR settings, all else at the library default (2 cycles, the second twice as long)
-    "floor base_lr": {"floor": None},
-    "floor 0.1": {"floor": 0.1},
-    "floor 0.01": {"floor": 0.01},
-    "floor 0 (published)": {"floor": 0.0},
-    "floor base_lr, restart_warmup 0.05": {"floor": None, "restart_warmup": 0.05},
-    "floor base_lr, cycle_decay 0.5": {"floor": None, "cycle_decay": 0.5},
+    "floor base_lr, cycle_decay 1 (old default)": {"floor": None, "cycle_decay": 1.0},
+    "floor 0.1": {"floor": 0.1, "cycle_decay": 1.0},
+    "floor 0.01": {"floor": 0.01, "cycle_decay": 1.0},
+    "floor 0 (published)": {"floor": 0.0, "cycle_decay": 1.0},
+    "floor base_lr, restart_warmup 0.05": {"floor": None, "cycle_decay": 1.0, "restart_warmup": 0.05},
+    "floor base_lr, cycle_decay 0.5 (new default)": {"floor": None, "cycle_decay": 0.5},
 }
 
 
@@ -147,7 +147,7 @@ def floor_table(args: argparse.Namespace, dm, root: str) -> None:
         task = BLOCKS[name]
         finals: dict[str, list[float]] = {label: [] for label in FLOOR_CANDIDATES}
         for seed in args.seeds:
-            curve = range_curve(task, dm, seed, root, num_steps=max(10, steps_per_epoch(dm)))
+            curve = range_curve(task, dm, seed, root, num_steps=max(20, steps_per_epoch(dm)))
             for label, settings in FLOOR_CANDIDATES.items():
                 run = train(task, dm, seed, args.epochs, root, finder=LRRangeTest(
                     schedule=schedules.SGDR(**settings), bounds=(curve.base_lr, curve.max_lr), progress_bar=False))
