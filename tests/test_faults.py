@@ -12,7 +12,7 @@ import torch
 import yaml
 from lightning.pytorch.loggers import CSVLogger
 
-from lightning_clr import LRRangeTest, RangeTestError
+from lightning_clr import LRRangeTest, RangeTestError, range_test
 from lightning_clr.models import MLP, Classifier
 from lightning_clr.run import _report, train
 from tests.conftest import SMALL, compose_config
@@ -50,7 +50,7 @@ class Faulty(Classifier):
 
 
 def _fit(tmp_path, model, **finder_kwargs):
-    finder = LRRangeTest(**{"num_steps": 60, "min_lr": 1e-4, "max_lr": 10.0, **finder_kwargs})
+    finder = LRRangeTest(**{"num_steps": 60, "start_lr": 1e-4, "end_lr": 10.0, "max_extensions": 0, **finder_kwargs})
     recorder = LRRecorder()
     logger = CSVLogger(tmp_path, name="csv")
     trainer = tiny_trainer(tmp_path, max_epochs=1, limit_train_batches=8, limit_val_batches=1,
@@ -113,9 +113,9 @@ def test_explicit_bounds_skip_the_range_test(tmp_path, monkeypatch, capsys):
     def no_sweep(*args, **kwargs):
         raise AssertionError("the range test ran although bounds were given")
 
-    monkeypatch.setattr(LRRangeTest, "_run", no_sweep)
-    overrides = [*SMALL, "trainer.max_epochs=1", "logger=csv", "finder.enabled=false",
-                 "+schedule=triangular", "schedule.step_size=4", "schedule.base_lr=0.01", "schedule.max_lr=0.1"]
+    monkeypatch.setattr(range_test, "run_sweep", no_sweep)
+    overrides = [*SMALL, "trainer.max_epochs=1", "logger=csv", "finder.bounds=[0.01,0.1]",
+                 "+schedule=triangular", "schedule.step_size=4"]
     metrics = train(compose_config(overrides, tmp_path))
     assert "bounds: base_lr=0.01 max_lr=0.1 (rule=explicit, 0 sweep steps, explicit bounds)" in capsys.readouterr().out
     assert math.isfinite(metrics["train/loss_epoch"])
