@@ -81,8 +81,8 @@ class SnapshotEnsemble(Callback):
     Args:
         num_snapshots: ``m``, the number of most recent snapshots to ensemble (and to keep in
             memory; all are kept on disk). ``None`` uses every snapshot.
-        schedule: the schedule whose cycle ends to use; ``None`` takes the one installed by the
-            :class:`~lightning_clr.LRRangeTest` among the Trainer's callbacks.
+        schedule: the schedule whose cycle ends to use; ``None`` takes the one an
+            :class:`~lightning_clr.LRRangeTest` installed on the Trainer (``steps.installed_schedule``).
         dirpath: folder for the weights files; ``None`` picks the run's checkpoint folder.
         save_weights: write a weights file per snapshot.
         evaluate: score the ensemble at each validation.

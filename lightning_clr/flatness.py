@@ -184,7 +184,8 @@ class FlatnessProbe(Callback):
         num_directions: random directions per scale.
         seed: seed of the directions (the same at every measurement).
         every_n_epochs: measure at the end of every n-th epoch instead of at cycle ends.
-        schedule: the schedule whose cycle ends to use; ``None`` takes the LRRangeTest's.
+        schedule: the schedule whose cycle ends to use; ``None`` takes the installed one
+            (``steps.installed_schedule``).
         loss_fn: ``loss_fn(model, batch)``; by default the cross-entropy of ``model(*inputs)``
             against the target, the batch taken apart by ``inputs`` and ``target``.
         perturb_1d: also perturb biases and norm parameters.

@@ -264,12 +264,15 @@ class CountSteps(Callback):
 @pytest.mark.parametrize(
     "layout, module, make, match",
     [
-        ("dict", DictClassifier, lambda: SnapshotEnsemble(), r"^SnapshotEnsemble: no input at position 0 in a dict with keys \['signal', 'label'\] "
-         r"\(inputs=0, target=1\); set SnapshotEnsemble\(inputs=\.\.\., target=\.\.\.\) .* e\.g\. SnapshotEnsemble\(inputs='signal', target='label'\)$"),
+        ("dict", DictClassifier, lambda: SnapshotEnsemble(),
+         (r"^SnapshotEnsemble: no input at position 0 in a dict with keys \['signal', 'label'\] "
+          r"\(inputs=0, target=1\); set SnapshotEnsemble\(inputs=\.\.\., target=\.\.\.\) .* "
+          r"e\.g\. SnapshotEnsemble\(inputs='signal', target='label'\)$")),
         ("dict", DictClassifier, lambda: FlatnessProbe(), r"^FlatnessProbe: no input at position 0 .* e\.g\. FlatnessProbe\(inputs='signal', target='label'\)$"),
         ("tensor", Classifier, lambda: SnapshotEnsemble(), r"^SnapshotEnsemble: no input at position 0 in a Tensor of shape \(32, 40\) .*inputs=<callable"),
-        ("pair", TwoInputClassifier, lambda: SnapshotEnsemble(), r"^SnapshotEnsemble: the target is a torch.float32 tensor of shape \(32, 20\), "
-         r"not one integer class label .* e\.g\. SnapshotEnsemble\(inputs=\[0, 1\], target=2\)$"),
+        ("pair", TwoInputClassifier, lambda: SnapshotEnsemble(),
+         (r"^SnapshotEnsemble: the target is a torch.float32 tensor of shape \(32, 20\), "
+          r"not one integer class label .* e\.g\. SnapshotEnsemble\(inputs=\[0, 1\], target=2\)$")),
         ("pair", TwoInputClassifier, lambda: SnapshotEnsemble(inputs=0, target=2), r"^SnapshotEnsemble: model\(\*inputs\) failed \(TypeError: .*\) .*set SnapshotEnsemble\(inputs=\.\.\., target=\.\.\.\)"),
     ],
     ids=["dict-ensemble", "dict-probe", "plain-tensor", "two-inputs-default", "two-inputs-one-given"],
