@@ -267,8 +267,13 @@ class SafeCheckpoint(ModelCheckpoint):
 
 
 def interrupt_status(trainer: L.Trainer) -> int:
-    """The exit status of a run stopped by a signal: 128 + the signal's number (SIGTERM 143, Ctrl+C 130)."""
+    """The exit status of a run stopped by a signal: 128 + the signal's number (SIGTERM 143, Ctrl+C 130).
+
+    Without a :class:`SafeCheckpoint` (which reports what it saved) this says on one line that nothing was saved.
+    """
     for callback in trainer.callbacks:
         if isinstance(callback, SafeCheckpoint) and callback.stopped_by is not None:
             return 128 + int(callback.stopped_by)
+    rank_zero_info(f"SIGTERM: stopped at optimizer step {trainer.global_step}; no checkpoint was saved "
+                   "(add +callbacks=checkpoint to save last.ckpt on SIGTERM)")
     return 128 + int(signal.SIGTERM)
