@@ -28,7 +28,9 @@ ONE_STEP = ["++trainer.max_steps=1", "trainer.accelerator=cpu", "trainer.devices
 # CIFAR recipes run on 8 generated images in batches of 2 (4 steps per epoch); WRN-28-20 (145M
 # parameters) is narrowed to WRN-28-1 so that its step fits a CPU test
 FAKE = ["data=fake_cifar10", "data.num_train=8", "data.num_val=4", "data.batch_size=2"]
-SHRINK = {"sgdr_cifar10": ["model.net.widen_factor=1"], "mnist1d_compare": ["finder.num_steps=20"]}
+SHRINK = {"sgdr_cifar10": ["model.net.widen_factor=1"], "mnist1d_compare": ["finder.num_steps=20"],
+          "snapshot_mnist1d": ["finder.num_steps=20", "schedule.cycle_steps=1"]}
+MNIST1D = ("mnist1d_compare", "snapshot_mnist1d")
 
 
 def _sgdr(step: int, base: float, top: float, cycle: float) -> float:
@@ -46,7 +48,7 @@ LR_AFTER_ONE_STEP = {
 
 def test_the_recipes_are_found_and_documented():
     assert set(RECIPES) == {"clr_cifar10", "sgdr_cifar10", "snapshot_cifar10", "one_cycle_resnet56",
-                            "mnist1d_compare"}
+                            "mnist1d_compare", "snapshot_mnist1d"}
     readme = (RECIPE_DIR.parent / "README.md").read_text()
     for name in RECIPES:
         head = (RECIPE_DIR / f"{name}.yaml").read_text().splitlines()
@@ -57,7 +59,7 @@ def test_the_recipes_are_found_and_documented():
 
 @pytest.mark.parametrize("name", RECIPES)
 def test_recipe_trains_one_step(name, tmp_path):
-    cifar = name != "mnist1d_compare"
+    cifar = name not in MNIST1D
     cfg = compose_config([f"+recipe={name}", *ONE_STEP, *(FAKE if cifar else []), *SHRINK.get(name, [])], tmp_path)
     trainer, model, datamodule, finder = build(cfg)
     trainer.fit(model, datamodule=datamodule)
@@ -68,9 +70,16 @@ def test_recipe_trains_one_step(name, tmp_path):
         assert isinstance(datamodule, FakeCIFAR10DataModule) and datamodule.augment == cfg.data.augment
         assert (finder.result.base_lr, finder.result.max_lr) == tuple(cfg.finder.bounds)
         assert lr == pytest.approx(LR_AFTER_ONE_STEP[name], rel=1e-9)
-    else:  # MNIST-1D: a real range test, then the constant baseline at the bounds' geometric mean
+    elif name == "snapshot_mnist1d":  # a real range test; one-step cycles: step 1 is a full-height restart
         assert finder.result.stop_reason != "explicit bounds"
-        assert lr == pytest.approx(math.sqrt(finder.result.base_lr * finder.result.max_lr), rel=1e-9)
+        assert lr == pytest.approx(finder.result.max_lr, rel=1e-9)
+    else:  # MNIST-1D: a real range test, then the default schedule's first LR
+        assert finder.result.stop_reason != "explicit bounds"
+        expected = type(finder.schedule)().build(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0),
+                                                 finder.result.base_lr, finder.result.max_lr, steps_per_epoch=40,
+                                                 total_steps=1)
+        expected.step()
+        assert lr == pytest.approx(expected.get_last_lr()[0], rel=1e-9)
 
 
 def test_mnist1d_recipe_sweeps_four_schedules_and_compares():
