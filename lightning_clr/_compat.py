@@ -10,6 +10,7 @@ allows against these.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -30,6 +31,7 @@ from lightning.pytorch.trainer.connectors.logger_connector.result import _Result
 from lightning.fabric.utilities.data import _set_sampler_epoch as set_sampler_epoch
 
 __all__ = [
+    "FIT_WEIGHTS_ONLY",
     "combined_loader",
     "metric_state",
     "private_iterator",
@@ -121,3 +123,10 @@ def validation_loaders(trainer: L.Trainer) -> list[Any]:
     if loaders is None:
         return []
     return list(loaders) if isinstance(loaders, (list, tuple)) else [loaders]
+
+
+#: ``Trainer.fit(weights_only=...)`` exists since Lightning 2.6.0; on older releases the CLI reads a
+#: checkpoint with ``torch.load(weights_only=True)`` itself before Lightning loads it
+FIT_WEIGHTS_ONLY: dict[str, bool] = (
+    {"weights_only": True} if "weights_only" in inspect.signature(L.Trainer.fit).parameters else {}
+)

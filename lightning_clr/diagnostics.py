@@ -86,7 +86,8 @@ def log_range_test(trainer: L.Trainer, result: RangeTestResult) -> None:
             fig = plot_range_test(result)
             fig.savefig(Path(logger.log_dir) / "range_test.png")
             logger.experiment.add_figure("range_test/curve", fig, global_step=0, close=True)  # closes fig
-        logger.save()
+        # no logger.save() here: TensorBoardLogger writes hparams.yaml once, and the module's own
+        # hyperparameters are logged after on_fit_start; Lightning saves at the end of fit
 
 
 class GeneralizationGap(Callback):

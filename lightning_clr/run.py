@@ -26,6 +26,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException, SI
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from lightning_clr._compat import FIT_WEIGHTS_ONLY
 from lightning_clr.checkpointing import interrupt_status
 from lightning_clr.config import COMPOSE_ERRORS, ConfigError, checkpoint_path, one_line, register
 from lightning_clr.extras import missing_extra
@@ -186,7 +187,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     trainer, model, datamodule, finder = build(cfg)
     check_checkpoint(ckpt_path, model)  # readable, plain data only, this model's weights
     try:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, **FIT_WEIGHTS_ONLY)
     except SIGTERMException:  # a SystemExit without a status: it would exit 0
         sys.exit(interrupt_status(trainer))
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
@@ -206,8 +207,9 @@ def _report(trainer: L.Trainer, finder: Any, metrics: dict[str, float]) -> None:
         )
         if result.fallback:
             lines.append(f"fallback: {result.fallback}")
-    shown = ("val/acc", "val/loss", "train/loss_epoch", "train/acc", "gap/loss", "gap/acc")
-    lines.append("final: " + "  ".join(f"{k}={metrics[k]:.4f}" for k in shown if k in metrics))
+    ours = ("val/acc", "val/loss", "train/loss_epoch", "train/acc", "gap/loss", "gap/acc")
+    shown = [k for k in ours if k in metrics] or sorted(metrics)  # a user's module logs its own names
+    lines.append("final: " + "  ".join(f"{k}={metrics[k]:.4f}" for k in shown))
     if trainer.logger is not None and trainer.logger.log_dir:
         lines.append(f"TensorBoard: tensorboard --logdir {Path(trainer.logger.log_dir).resolve()}")
     print("\n".join(lines), flush=True)

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from lightning_clr._compat import FIT_WEIGHTS_ONLY
 from lightning_clr import LRRangeTest, measure_flatness, schedules
 from lightning_clr.models import MLP, Classifier
 from tests.helpers import tiny_data, tiny_model, tiny_trainer
@@ -171,7 +172,7 @@ def test_a_snapshot_ensemble_across_a_resume_loads_every_member(tmp_path):
         finder = LRRangeTest(bounds=(0.01, 0.1), schedule=schedules.SGDR(cycle_steps=4, cycle_mult=1))
         trainer = tiny_trainer(tmp_path, max_epochs=max_epochs, limit_train_batches=8, limit_val_batches=2,
                                callbacks=[finder, snapshots])
-        trainer.fit(tiny_model(), datamodule=tiny_data(), ckpt_path=ckpt_path, weights_only=True)
+        trainer.fit(tiny_model(), datamodule=tiny_data(), ckpt_path=ckpt_path, **FIT_WEIGHTS_ONLY)
         return trainer, snapshots
 
     trainer, first = fit(1, tmp_path / "a")
@@ -188,7 +189,7 @@ def test_a_resume_with_another_batch_size_is_refused(tmp_path):
     def fit(batch_size, max_epochs, ckpt_path=None):
         finder = LRRangeTest(bounds=(0.01, 0.1), schedule=schedules.SGDR(cycle_epochs=1, cycle_mult=1))
         trainer = tiny_trainer(tmp_path, max_epochs=max_epochs, limit_val_batches=0, callbacks=[finder])
-        trainer.fit(tiny_model(), datamodule=tiny_data(batch_size=batch_size), ckpt_path=ckpt_path, weights_only=True)
+        trainer.fit(tiny_model(), datamodule=tiny_data(batch_size=batch_size), ckpt_path=ckpt_path, **FIT_WEIGHTS_ONLY)
         return trainer
 
     fit(32, 1).save_checkpoint(tmp_path / "epoch1.ckpt")  # 16 steps per epoch: one SGDR cycle per 16 steps

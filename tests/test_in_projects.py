@@ -13,6 +13,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from torch import nn
 from torch.utils.data import DataLoader, IterableDataset
 
+from lightning_clr._compat import FIT_WEIGHTS_ONLY
 from lightning_clr import LRRangeTest, schedules
 from lightning_clr.models import Classifier
 from tests.helpers import LRRecorder, tiny_data, tiny_model, tiny_trainer
@@ -119,7 +120,7 @@ def test_a_checkpoint_written_without_the_range_test_is_refused_before_the_sweep
     trainer = tiny_trainer(tmp_path / "b", max_steps=12, callbacks=[LRRangeTest(**FINDER)])
     with pytest.raises(MisconfigurationException, match="written without LRRangeTest.*load_from_checkpoint"):
         trainer.fit(Counting(net, num_classes=4), datamodule=tiny_data(), ckpt_path=tmp_path / "foreign.ckpt",
-                    weights_only=True)
+                    **FIT_WEIGHTS_ONLY)
     assert calls == []  # refused before any sweep step
 
 

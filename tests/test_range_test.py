@@ -12,6 +12,7 @@ import pytest
 import torch
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
+from lightning_clr._compat import FIT_WEIGHTS_ONLY
 from lightning_clr import LRRangeTest, RangeTestError, schedules
 from lightning_clr.sweep import sweep_lrs
 from tests.helpers import LRRecorder, tiny_data, tiny_model, tiny_trainer
@@ -302,7 +303,7 @@ class TestContract:
         if resume:
             trainer.save_checkpoint(tmp_path / "a.ckpt")
             again = tiny_trainer(tmp_path, callbacks=[LRRangeTest(Counted(), num_steps=20)], max_steps=4)
-            again.fit(tiny_model(), datamodule=tiny_data(), ckpt_path=tmp_path / "a.ckpt", weights_only=True)
+            again.fit(tiny_model(), datamodule=tiny_data(), ckpt_path=tmp_path / "a.ckpt", **FIT_WEIGHTS_ONLY)
             assert builds == [1, 1]
 
     @pytest.mark.parametrize("old, new, value", [("min_lr", "start_lr", 1e-4), ("max_lr", "end_lr", 3.0),

@@ -16,6 +16,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
+from lightning_clr._compat import FIT_WEIGHTS_ONLY
 from lightning_clr import LRRangeTest, schedules
 from lightning_clr.data import MNIST1DDataModule
 from tests.conftest import SMALL
@@ -49,7 +50,7 @@ def _fit(root: Path, spec: schedules.Schedule, max_epochs: int, callbacks=(), ck
                            limit_train_batches=STEPS_PER_EPOCH, limit_val_batches=1,
                            enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks))
     try:
-        trainer.fit(model or tiny_model(), datamodule=tiny_data(), ckpt_path=ckpt_path, weights_only=True)
+        trainer.fit(model or tiny_model(), datamodule=tiny_data(), ckpt_path=ckpt_path, **FIT_WEIGHTS_ONLY)
     except RuntimeError as err:
         if "crash at step" not in str(err):
             raise
@@ -85,7 +86,7 @@ def test_resumed_lrs_equal_uninterrupted_run(name, where, uninterrupted, tmp_pat
     expected, first_finder = uninterrupted[name]
     assert len(expected) == EPOCHS * STEPS_PER_EPOCH
     path, before = _interrupt(tmp_path, SPECS[name](), where)
-    state = torch.load(path, map_location="cpu", weights_only=True)  # plain data only
+    state = torch.load(path, map_location="cpu", **FIT_WEIGHTS_ONLY)  # plain data only
     step = state["global_step"]
     assert step == (40 if where == "epoch" else 36)
     assert before[:step] == expected[:step]
@@ -213,7 +214,7 @@ def two_runs(tmp_path_factory) -> tuple[Path, Path, Path, int]:
                 proc.kill()
                 proc.wait()
     run_killed, run_finished = _run_dir(cwd, 1), _run_dir(cwd, 2)
-    step = torch.load(run_killed / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
+    step = torch.load(run_killed / "checkpoints" / "last.ckpt", **FIT_WEIGHTS_ONLY)["global_step"]
     return cwd, run_killed, run_finished, step
 
 
@@ -222,7 +223,7 @@ def test_two_runs_started_together_write_to_separate_dirs(two_runs):
     assert run_killed != run_finished  # the run dir name has microseconds
     assert sorted(p.parents[1] for p in cwd.glob("outputs/*/*/checkpoints/last.ckpt")) == sorted(
         [run_killed, run_finished])
-    done = torch.load(run_finished / "checkpoints" / "last.ckpt", weights_only=True)
+    done = torch.load(run_finished / "checkpoints" / "last.ckpt", **FIT_WEIGHTS_ONLY)
     assert done["global_step"] == TOTAL_STEPS and step < TOTAL_STEPS  # neither overwrote the other's file
     for run in (run_killed, run_finished):
         (metrics,) = run.glob("csv/version_*/metrics.csv")
@@ -233,13 +234,13 @@ def test_two_runs_started_together_write_to_separate_dirs(two_runs):
 def test_sigkill_mid_epoch_then_resume_to_completion(two_runs, tmp_path):
     cwd, run_killed, _, step = two_runs
     assert 0 < step < TOTAL_STEPS and step % CLI_STEPS_PER_EPOCH != 0  # killed in the middle of an epoch
-    killed_state = torch.load(run_killed / "checkpoints" / "last.ckpt", weights_only=True)
+    killed_state = torch.load(run_killed / "checkpoints" / "last.ckpt", **FIT_WEIGHTS_ONLY)
     resumed_dir, log = tmp_path / "resumed", tmp_path / "resumed.log"
     proc = _cli([*RUN, "seed=1", f"hydra.run.dir={resumed_dir}",
                  f"+ckpt_path={run_killed / 'checkpoints' / 'last.ckpt'}"], cwd, log)
     assert proc.wait() == 0, log.read_text()[-3000:]
     assert "restored from the checkpoint, no range test" in log.read_text()
-    final = torch.load(resumed_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    final = torch.load(resumed_dir / "checkpoints" / "last.ckpt", **FIT_WEIGHTS_ONLY)
     assert final["global_step"] == TOTAL_STEPS
     assert final["callbacks"]["LRRangeTest"]["result"] == killed_state["callbacks"]["LRRangeTest"]["result"]
     (metrics,) = resumed_dir.glob("csv/version_*/metrics.csv")
