@@ -7,7 +7,7 @@ from lightning_clr.diagnostics import GeneralizationGap, plot_range_test
 from lightning_clr.range_test import LRRangeTest
 from lightning_clr.result import RangeTestError, RangeTestResult
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "FlatnessProbe",
