@@ -75,11 +75,19 @@ def group_ratios(optimizer: torch.optim.Optimizer, group_scales: list[float] | N
                 f"group_scales={group_scales} has {len(group_scales)} entries but the optimizer has {groups} param "
                 "groups; give one scale per group, or group_scales=None to keep their LR ratios."
             )
-        return [s / group_scales[0] for s in group_scales]
+        return [s / group_scales[0] for s in group_scales]  # positive: checked in settings.py
     first = optimizer.param_groups[0]["lr"]
     if not first > 0:
         raise MisconfigurationException(
             f"the first param group's lr is {first}; LRRangeTest keeps the groups' LR ratios relative to it, "
             "so it must be > 0."
         )
-    return [g["lr"] / first for g in optimizer.param_groups]
+    ratios = [g["lr"] / first for g in optimizer.param_groups]
+    for g, ratio in enumerate(ratios):
+        if not ratio > 0:
+            raise MisconfigurationException(
+                f"param group {g} has lr {optimizer.param_groups[g]['lr']} (set where the optimizer is made, e.g. a "
+                "head_lr_scale of 0); LRRangeTest keeps each group's LR ratio to the first group, so every group "
+                "needs an lr > 0, or set group_scales=[...] with one positive scale per group."
+            )
+    return ratios

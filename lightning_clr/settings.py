@@ -13,6 +13,8 @@ from lightning_clr.deprecation import renamed
 
 #: the spacings of the sweep's LRs
 SWEEP_MODES = ("exponential", "linear")
+#: the largest LR taken as meant: above it an LR only overflows the weights (1e308 trains at inf)
+MAX_LR = 1e4
 #: the smallest sweep whose curve the rules read correctly (tests/test_selection.py checks it)
 MIN_STEPS = 20
 #: what the sweep records at each LR
@@ -46,7 +48,8 @@ class Settings:
 
 
 def _finite_positive(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+    """A usable LR: a number in (0, MAX_LR]."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and 0 < value <= MAX_LR
 
 
 def check_settings(arguments: dict[str, Any], old_names: dict[str, Any], defaults: Mapping[str, Any],
@@ -74,10 +77,11 @@ def check_settings(arguments: dict[str, Any], old_names: dict[str, Any], default
     if mode not in SWEEP_MODES:
         raise ValueError(f"mode must be one of {SWEEP_MODES}, got {mode!r}")
     if not _finite_positive(start_lr):
-        raise ValueError(f"start_lr must be a finite number > 0, got {start_lr}; a sweep starts at a small LR "
-                         "such as 1e-5")
+        raise ValueError(f"start_lr must be a finite number in (0, {MAX_LR:g}], got {start_lr}; a sweep starts at a "
+                         "small LR such as 1e-5")
     if not (_finite_positive(end_lr) and end_lr > start_lr):
-        raise ValueError(f"end_lr ({end_lr}) must be a finite number above start_lr ({start_lr}); e.g. end_lr=10")
+        raise ValueError(f"end_lr ({end_lr}) must be a finite number above start_lr ({start_lr}), at most {MAX_LR:g}; "
+                         "e.g. end_lr=10")
     if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < MIN_STEPS:
         raise ValueError(f"num_steps must be an integer >= {MIN_STEPS} to read a curve, got {num_steps!r}; "
                          "100 is a good default")
@@ -98,8 +102,8 @@ def check_settings(arguments: dict[str, Any], old_names: dict[str, Any], default
         except (TypeError, ValueError):
             raise ValueError(f"bounds must be two numbers (base_lr, max_lr), got {bounds!r}") from None
         if not (_finite_positive(base) and _finite_positive(top) and base <= top):
-            raise ValueError(f"bounds must be finite with 0 < base_lr <= max_lr, got base_lr={base}, max_lr={top}; "
-                             "e.g. bounds=(0.01, 0.1)")
+            raise ValueError(f"bounds must satisfy 0 < base_lr <= max_lr <= {MAX_LR:g}, got base_lr={base:g}, "
+                             f"max_lr={top:g}; e.g. bounds=[0.01,0.1]")
         bounds = (base, top)
     if group_scales is not None:
         group_scales = [float(s) for s in group_scales]

@@ -256,12 +256,13 @@ class TestValidation:
     @pytest.mark.parametrize(
         "kwargs, match",
         [
-            ({"start_lr": -1.0}, "start_lr must be a finite number > 0, got -1.0"),
+            ({"start_lr": -1.0}, r"start_lr must be a finite number in \(0, 10000\], got -1.0"),
             ({"start_lr": 1.0, "end_lr": 0.1}, r"end_lr \(0.1\) must be a finite number above start_lr \(1.0\)"),
             ({"end_lr": math.inf}, r"end_lr \(inf\) must be a finite number"),
             ({"num_steps": 5}, "num_steps must be an integer >= 20 to read a curve, got 5"),
             ({"rule": "smith", "rule_options": {"position": 0.5}}, r"rule_options \['position'\] are not options of"),
-            ({"bounds": (0.001, math.inf)}, r"bounds must be finite .* max_lr=inf"),
+            ({"bounds": (0.001, math.inf)}, r"bounds must satisfy 0 < base_lr <= max_lr <= 10000, .* max_lr=inf"),
+            ({"bounds": (0.001, 1e308)}, r"max_lr=1e\+308; e.g. bounds=\[0.01,0.1\]"),
             ({"max_extensions": -1}, "max_extensions must be an integer >= 0"),
             ({"mode": "cubic"}, "mode must be one of"),
             ({"ema_beta": 1.0}, "ema_beta must be in"),

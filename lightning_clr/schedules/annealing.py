@@ -113,6 +113,15 @@ class StepDecay(Schedule):
     def needs_epoch_length(self) -> bool:
         return self.step_size is None
 
+    def check(self, *, steps_per_epoch: int, total_steps: int | None) -> None:
+        super().check(steps_per_epoch=steps_per_epoch, total_steps=total_steps)
+        step_size = self.step_size or epochs_to_steps(self.step_epochs, steps_per_epoch)
+        if total_steps is not None and step_size >= total_steps:
+            given = (f"step_size={self.step_size} (schedule.step_size)" if self.step_size is not None
+                     else f"step_epochs={self.step_epochs:g} (schedule.step_epochs)")
+            fail(f"StepDecay: {given} spans the whole run ({total_steps} optimizer steps), so the LR never "
+                 "decays; lower it or raise trainer.max_epochs")
+
     def build(
         self,
         optimizer: Optimizer,

@@ -283,6 +283,11 @@ class SGDR(Schedule):
 
     def first_cycle(self, steps_per_epoch: int, total_steps: int | None) -> float:
         """Length ``T0`` of the first cycle in optimizer steps (at least 1)."""
+        if total_steps is not None and self.warmup(steps_per_epoch) >= total_steps:
+            given = (f"warmup_steps={self.warmup_steps} (schedule.warmup_steps)" if self.warmup_steps is not None
+                     else f"warmup_epochs={self.warmup_epochs:g} (schedule.warmup_epochs)")
+            fail(f"SGDR: {given} covers the whole run ({total_steps} optimizer steps), so no cycle would run; "
+                 "lower it or raise trainer.max_epochs")
         if self.cycle_steps is not None:
             return float(self.cycle_steps)
         if self.cycle_epochs is not None:
