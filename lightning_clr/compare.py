@@ -70,6 +70,7 @@ class Run:
         scalars: ``(epoch, value)`` per validation of every epoch-level tag, read on demand.
         curve: the range test's ``range_test/*`` values, one per sweep step.
         name: the run folder's name (a multirun's job number), or the log folder's.
+        notes: what the event files lost (an event file cut in the middle of a record), one line each.
     """
 
     log_dir: Path
@@ -86,6 +87,45 @@ class Run:
     scalars: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
     curve: dict[str, list[float]] = field(default_factory=dict)
     name: str = ""
+    notes: list[str] = field(default_factory=list)
+
+
+#: bytes around each TFRecord's payload: its length (8), the length's CRC (4) and the payload's CRC (4)
+_RECORD_FRAMING = 16
+
+
+def _unread_bytes(event_file: Path) -> tuple[int, int]:
+    """How many whole records TensorBoard's reader takes from ``event_file``, and the bytes left after them.
+
+    A record cut short or corrupt stops the reader without an error; the bytes left say so.
+
+    Returns:
+        ``(records, bytes_left)``.
+    """
+    from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
+
+    records = read = 0
+    for record in RawEventFileLoader(str(event_file)).Load():
+        records, read = records + 1, read + len(record) + _RECORD_FRAMING
+    return records, event_file.stat().st_size - read
+
+
+def _check_event_files(log_dir: Path) -> list[tuple[Path, int]]:
+    """The event files of ``log_dir`` that end in bytes no record holds, with the count of whole records read.
+
+    Raises:
+        ValueError: when no event file of ``log_dir`` holds a readable record, though one holds bytes.
+    """
+    files = sorted(log_dir.glob(EVENT_GLOB))
+    counts = {f: _unread_bytes(f) for f in files}
+    if files and not any(records for records, _ in counts.values()):
+        garbage = [f for f, (_, left) in counts.items() if left]
+        if garbage:
+            raise ValueError(
+                f"'{garbage[0]}': not a TensorBoard event file (no readable record in its {garbage[0].stat().st_size} "
+                "bytes); remove it, or pass the folder of a run trained with the tensorboard logger"
+            )
+    return [(f, records) for f, (records, left) in counts.items() if left]
 
 
 def find_log_dirs(paths: Iterable[str | Path]) -> list[Path]:
@@ -148,11 +188,15 @@ def load_run(log_dir: str | Path, metrics: Sequence[str] = ()) -> Run:
     Args:
         log_dir: a folder with the run's TensorBoard event files.
         metrics: further epoch-level tags to keep per epoch in ``Run.scalars`` (``val/acc`` always is).
+
+    Raises:
+        ValueError: when the folder's event files hold bytes but no readable record.
     """
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     log_dir = Path(log_dir)
     logging.getLogger("tensorboard").setLevel(logging.WARNING)  # its per-file INFO lines would flood a Hydra log
+    cut = _check_event_files(log_dir)
     acc = EventAccumulator(str(log_dir), size_guidance={"scalars": 0})
     acc.Reload()
     tags = set(acc.Tags()["scalars"])
@@ -181,12 +225,16 @@ def load_run(log_dir: str | Path, metrics: Sequence[str] = ()) -> Run:
     base, top = _bounds(log_dir)
     if base is None and explicit:
         base, top = explicit
-    return Run(log_dir, label, schedule, base, top, per_epoch("val/acc"), per_epoch("ensemble/val_acc"), lr,
+    val_acc = per_epoch("val/acc")
+    stops = f"the run's val/acc stops at epoch {val_acc[-1][0]}" if val_acc else "it holds no val/acc"
+    notes = [f"note: {f} ends in a truncated record (the writer stopped mid-record, after {n} whole records); "
+             f"{stops}, and anything logged later is lost" for f, n in cut]
+    return Run(log_dir, label, schedule, base, top, val_acc, per_epoch("ensemble/val_acc"), lr,
                overrides=shown, explicit=explicit,
                last={t: float(acc.Scalars(t)[-1].value) for t in sorted(tags)},
                scalars={t: per_epoch(t) for t in {"val/acc", *metrics}},
                curve={t: [float(e.value) for e in acc.Scalars(t)] for t in CURVE_TAGS if t in tags},
-               name=hydra.parent.name if hydra is not None else log_dir.name)
+               name=hydra.parent.name if hydra is not None else log_dir.name, notes=notes)
 
 
 def distinct_labels(runs: Sequence[Run]) -> list[str]:
@@ -439,7 +487,8 @@ def compare(
 
     Raises:
         FileNotFoundError: when a path holds no run.
-        ValueError: for a target outside (0, 1], or when no run logged ``val/acc`` and no check applies.
+        ValueError: for a target outside (0, 1], for an event file that holds no readable record, or when no
+            run logged ``val/acc`` and no check applies.
     """
     if not 0 < target <= 1:
         raise ValueError(f"target is an accuracy in (0, 1], got {target}")
@@ -449,6 +498,8 @@ def compare(
     sections = []
     table_runs = [r for r in runs if r.val_acc]
     for r in runs:
+        for note in r.notes:
+            print(note, file=sys.stderr)
         if not r.val_acc:
             print(f"skipped in the table: '{r.log_dir}' logged no val/acc", file=sys.stderr)
     if table_runs:

@@ -163,6 +163,23 @@ class SnapshotEnsemble(Callback):
             ckpt = trainer.checkpoint_callback
             base = getattr(ckpt, "dirpath", None) or trainer.log_dir or trainer.default_root_dir
             self.dirpath = Path(base) / "snapshots"
+        self._adopt(trainer)
+
+    def _adopt(self, trainer: L.Trainer) -> None:
+        """Write the snapshots restored from a checkpoint into this run's ``dirpath``.
+
+        A resume into a new folder would otherwise leave them in the earlier run's folder, and
+        ``load_ensemble(dirpath)`` would miss members the ensemble counts.
+        """
+        if not self._save or self.dirpath is None:
+            return
+        for snapshot in self.snapshots:
+            path = self.dirpath / f"cycle_{snapshot.cycle}.pt"
+            if snapshot.path is not None and snapshot.path.resolve() == path.resolve():
+                continue
+            if trainer.is_global_zero:
+                self._write(snapshot.state, path)
+            snapshot.path = path
 
     @override
     def on_train_batch_end(
@@ -180,13 +197,17 @@ class SnapshotEnsemble(Callback):
         if self._save and self.dirpath is not None:
             path = self.dirpath / f"cycle_{cycle}.pt"
             if trainer.is_global_zero:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-                torch.save(state, tmp)
-                tmp.replace(path)  # atomic: a reader never sees half a file
+                self._write(state, path)
         snapshot = Snapshot(cycle=cycle, step=trainer.global_step, state=state, path=path)
         self._keep(snapshot)
         return snapshot
+
+    @staticmethod
+    def _write(state: dict[str, torch.Tensor], path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        torch.save(state, tmp)
+        tmp.replace(path)  # atomic: a reader never sees half a file
 
     def _keep(self, snapshot: Snapshot) -> None:
         self.snapshots.append(snapshot)

@@ -21,6 +21,7 @@ Tags written by :class:`FlatnessProbe`: ``flatness/sigma_<s>`` per scale and ``f
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -92,10 +93,21 @@ def filter_normalized_direction(
 
 
 def _check_sigmas(sigmas: Sequence[float]) -> tuple[float, ...]:
-    """``sigmas`` as a tuple of floats, checked to be a non-empty set of positive scales."""
-    values = tuple(float(s) for s in sigmas)
-    if not values or any(not s > 0 for s in values):
-        raise ValueError(f"sigmas must be positive noise scales such as [0.05, 0.1, 0.2], got {list(values)}")
+    """``sigmas`` as a tuple of floats, checked to be a non-empty list of finite positive scales.
+
+    Raises:
+        ValueError: for a string or a bare number (a string would be read character by
+            character), an entry that is not a number, or a scale that is not finite and > 0.
+    """
+    example = "e.g. sigmas=[0.05,0.1]"
+    if isinstance(sigmas, (str, bytes)) or not isinstance(sigmas, Iterable):
+        raise ValueError(f"sigmas={sigmas!r} must be a list of noise scales, {example}")
+    try:
+        values = tuple(float(s) for s in sigmas)
+    except (TypeError, ValueError):
+        raise ValueError(f"sigmas={sigmas!r} must be a list of numbers (noise scales), {example}") from None
+    if not values or any(not (math.isfinite(s) and s > 0) for s in values):
+        raise ValueError(f"sigmas must be positive finite noise scales, {example}; got {list(values)}")
     return values
 
 
