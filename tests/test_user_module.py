@@ -193,3 +193,10 @@ def test_without_a_data_node_the_module_serves_its_loaders(tmp_path):
     with csv_file.open() as f:
         rows = list(csv.DictReader(f))
     assert sum(1 for r in rows if r.get("range_test/loss")) == 24  # the sweep ran on the module's own loader
+
+
+def test_the_readme_shows_exactly_the_tested_example():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme.split("## Your own model from the CLI", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    command = " ".join(line.rstrip(" \\").strip() for line in block.strip().splitlines())
+    assert command == f"PYTHONPATH=tests/userpkg {EXAMPLE}"
