@@ -257,8 +257,6 @@ def cli() -> None:
         return
     os.environ[_FULL_ERROR] = "1"  # lets Hydra's composition errors reach the handler below
     _full_error_set_by_cli = True
-    if not any("hydra.callbacks.run_dir_guard" in arg for arg in sys.argv[1:]):  # one job per run directory
-        sys.argv.append("++hydra.callbacks.run_dir_guard._target_=lightning_clr.rundir.RunDirGuard")
     try:
         main()
     except (*COMPOSE_ERRORS, ConfigError) as err:  # ConfigError: the run directory belongs to another job
