@@ -37,7 +37,8 @@ class LRRangeTest(Callback):
 
     Args:
         schedule: the schedule to install between the found bounds (a spec from
-            :mod:`lightning_clr.schedules`); ``None`` means the default, ``OneCycle()``.
+            :mod:`lightning_clr.schedules`); ``None`` means the default, ``Triangular()``: one CLR
+            triangle fitted to the run, the schedule that won across ``benchmarks/suite.py``.
         start_lr: the LR of the first sweep step.
         end_lr: the LR of the last sweep step (before any extension, see ``max_extensions``).
         num_steps: optimizer steps in the sweep (one point each). The sweep cycles the
@@ -46,7 +47,8 @@ class LRRangeTest(Callback):
         ema_beta: weight of the moving average of the sweep's loss,
             ``avg = beta * avg + (1 - beta) * loss``, bias-corrected by ``1 - beta**(k+1)``.
         divergence_threshold: stop once the running median of the loss exceeds this multiple
-            of its lowest value. ``None`` never stops early (non-finite losses still stop).
+            of its lowest value. ``None`` (the default) never stops early; a non-finite loss
+            always stops the sweep.
         rule: bound-selection rule, one of :data:`lightning_clr.selection.RULES`.
         rule_options: keyword options of the rule, e.g. ``{"stop_frac": 0.7}`` for ``smith``.
         bounds: ``(base_lr, max_lr)`` to use instead of running the sweep; the one way to skip it.
@@ -87,12 +89,12 @@ class LRRangeTest(Callback):
     def __init__(
         self,
         schedule: _schedules.Schedule | None = None,
-        start_lr: float = 1e-3,
-        end_lr: float = 1.0,
-        num_steps: int = 100,
+        start_lr: float = 1e-5,
+        end_lr: float = 100.0,
+        num_steps: int = 200,
         mode: str = "exponential",
         ema_beta: float = 0.5,
-        divergence_threshold: float | None = 4.0,
+        divergence_threshold: float | None = None,
         rule: str = "smith",
         rule_options: dict[str, Any] | None = None,
         bounds: tuple[float, float] | None = None,

@@ -14,6 +14,7 @@ import importlib.util
 import inspect
 import os
 import pkgutil
+import re
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
@@ -45,12 +46,20 @@ def config_dir() -> str:
     return str(Path(__file__).resolve().parents[1] / "conf")
 
 
+def _keyed(key: str, node: Any, message: str) -> str:
+    """``message`` prefixed by the config key: ``finder.end_lr (inf) ...`` when it opens with an argument of the node."""
+    head = re.match(r"[A-Za-z_]\w*", message)
+    if head is not None and isinstance(node, DictConfig) and head.group(0) in node:
+        return f"{key}.{message}"
+    return f"{key}: {message}"
+
+
 def _make(key: str, node: Any, **kwargs: Any) -> Any:
     """``instantiate(node, **kwargs)``; a constructor's complaint becomes a one-line ``ConfigError``."""
     try:
         return instantiate(node, **kwargs)
     except InstantiationException as err:
-        raise ConfigError(f"{key}: {one_line(err.__cause__ or err)}") from err
+        raise ConfigError(_keyed(key, node, one_line(err.__cause__ or err))) from err
 
 
 #: keys of a node that Hydra's ``instantiate`` reads itself; all others are constructor arguments
@@ -164,7 +173,7 @@ def build(cfg: DictConfig) -> tuple[L.Trainer, L.LightningModule, L.LightningDat
     try:  # a live spec, not merged into the config
         finder = _make("finder", cfg.finder, _partial_=True)(schedule=schedule)
     except (TypeError, ValueError) as err:
-        raise ConfigError(f"finder: {err}") from err
+        raise ConfigError(_keyed("finder", cfg.finder, str(err))) from err
     extra = {k: c for k, c in (cfg.get("callbacks") or {}).items() if c is not None}
     callbacks = [finder] + [_make(f"callbacks.{k}", c) for k, c in extra.items()]
     callbacks += [] if any(isinstance(c, StopOnNonFiniteLoss) for c in callbacks) else [StopOnNonFiniteLoss()]

@@ -120,7 +120,7 @@ def check_settings(arguments: dict[str, Any], old_names: dict[str, Any], default
         raise ValueError(f"metric must be one of {METRICS}, got {a['metric']!r}")
     if isinstance(a["val_batches"], bool) or not isinstance(a["val_batches"], int) or a["val_batches"] < 1:
         raise ValueError(f"val_batches must be an integer >= 1, got {a['val_batches']!r}; 4 is the default")
-    return Settings(schedule if schedule is not None else schedules.Constant(), float(start_lr), float(end_lr),
+    return Settings(schedule if schedule is not None else schedules.Triangular(), float(start_lr), float(end_lr),
                     num_steps, mode, float(ema_beta), divergence_threshold, rule, options, bounds, group_scales,
                     max_extensions, a["metric"], a["val_batches"], bool(a["replace_scheduler"]),
                     bool(a["progress_bar"]), bool(a["update_attr"]), str(a["attr_name"]))

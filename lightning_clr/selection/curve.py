@@ -39,7 +39,8 @@ class Curve:
         i_min: index of the global minimum of ``s``.
         h0: kernel width at the first point, in decades.
         unreadable: ``None`` when a rule can read the curve, else why not (too short, flat);
-            the rules then fall back to the low end of the sweep.
+            the rules then fall back (see :mod:`~lightning_clr.selection.rules`).
+        flat: the curve is unreadable because its fall does not stand out of the noise.
     """
 
     lrs: np.ndarray  # finite prefix of the LRs
@@ -52,6 +53,14 @@ class Curve:
     i_min: int
     h0: float  # kernel width at the first point, decades
     unreadable: str | None = None
+    flat: bool = False
+
+    def rise_after_flat(self, flat_tol: float) -> int | None:
+        """Index where a flat curve rises out of its noise past its minimum (the loss blowing up), if it does."""
+        level = float(np.median(self.s[: self.i_min + 1]))
+        need = max(flat_tol * abs(level), NOISE_K * self.noise)
+        up = np.flatnonzero(self.s[self.i_min:] > level + need)
+        return self.i_min + int(up[0]) if up.size else None
 
     @property
     def top(self) -> float:
@@ -131,7 +140,7 @@ def prepare(
         rel = curve.fall / abs(curve.top) if curve.top else float("inf")
         reason = (f"flat curve: the loss falls by {curve.fall:.3g} ({rel:.1%} of {curve.top:.3g}), "
                   f"not more than {need:.3g} (flat_tol or the noise)")
-        return Curve(lr, x, y, s, g, curve.noise, i_top, i_min, curve.h0, reason)
+        return Curve(lr, x, y, s, g, curve.noise, i_top, i_min, curve.h0, reason, flat=True)
     return curve
 
 

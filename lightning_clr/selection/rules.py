@@ -31,6 +31,10 @@ _REBOUND = 0.05  # valley: a rise above the running minimum ends the stretch (x 
 _TRIM = 0.05  # valley: its ends are where 5% and 95% of its own fall are done
 _MIN_SHARE = 0.5  # valley: a candidate stretch must carry half of the total fall
 _RENAMED = {"smooth": "kernel_width"}
+#: a flat curve that blows up: max_lr a decade below the LR where it starts to rise (the usual rule
+#: of thumb of LR finders, "a tenth of where the loss blows up"); on the suite's one such family
+#: (a conv net without normalisation, flat for 200 sweep steps) it lands at 1.1-1.3x the grid's best LR
+_BELOW_BLOW_UP = 10.0
 
 #: what a rule's reader returns: ``(base_lr, max_lr, fallback)``
 Reading = tuple[float, float, str | None]
@@ -66,6 +70,12 @@ def _apply(rule: str, lrs: ArrayLike, losses: ArrayLike, div: float, curve_optio
     if div <= 1.0:
         raise ValueError(f"div ({div}) must exceed 1 so that base_lr < max_lr")
     c = prepare(lrs, losses, **curve_options)
+    rise = c.rise_after_flat(curve_options["flat_tol"]) if c.flat else None
+    if rise is not None:  # flat until the loss blows up: the usable range ends a decade below
+        top = float(c.lrs[rise]) / _BELOW_BLOW_UP
+        reason = (f"{c.unreadable}; the loss rises from lr {c.lrs[rise]:.3g}: max_lr = that / {_BELOW_BLOW_UP:g}, "
+                  f"base_lr = max_lr / {div:g}")
+        return _finish(c.lrs, top / div, top, rule, reason, div)
     if c.unreadable is not None:
         return _low_end(c.lrs, rule, div, c.unreadable)
     base_lr, max_lr, fallback = read(c)
@@ -83,7 +93,7 @@ def smith(
     losses: ArrayLike,
     *,
     start_frac: float = 0.1,
-    stop_frac: float = 0.5,
+    stop_frac: float = 0.9,
     div: float = 4.0,
     kernel_width: float = 0.1,
     flat_tol: float = 0.02,
@@ -94,7 +104,7 @@ def smith(
 
     Smith (2017), arXiv:1506.01186, section 3.3. On the smoothed curve let ``top`` be the
     highest point before the minimum and ``fall = top - min``; the rule reads the
-    ``start_frac``-``stop_frac`` span of the fall (by default 10%-50%, see ``stop_frac``):
+    ``start_frac``-``stop_frac`` span of the fall (by default 10%-90%, see ``stop_frac``):
 
     - ``base_lr``: the LR after which the loss stays below ``top - start_frac * fall``
       until the minimum (last downward crossing, so a noise dip in the flat head cannot
@@ -113,10 +123,9 @@ def smith(
         lrs: Learning rates of the sweep, increasing, exponential or linear spacing.
         losses: Smoothed loss at each LR; NaN/inf ends the curve.
         start_frac: Fraction of the fall that marks where the loss starts to fall.
-        stop_frac: Fraction of the fall after which the loss has stopped falling. A short
-            sweep lags behind its LR (the loss falls a few steps after the LR that makes it
-            fall), so the default 0.5, not 0.9, is where one-epoch sweeps trained best
-            (``benchmarks/tune.py``).
+        stop_frac: Fraction of the fall after which the loss has stopped falling; 0.9 was
+            chosen leave-one-family-out across ``benchmarks/suite.py`` (0.75 and 0.5 read
+            ``max_lr`` lower and scored worse).
         div: Ratio ``max_lr / base_lr`` whenever the base falls back to Smith's rule.
         kernel_width: Width of the smoothing kernel in decades of LR (0 keeps the minimum
             of 4 neighbours).
