@@ -48,6 +48,7 @@ from common import (
 )
 
 from lightning_clr import LRRangeTest, schedules
+from lightning_clr.settings import MIN_STEPS
 from lightning_clr.compare import markdown
 
 SEEDS = (0, 1, 2)
@@ -147,12 +148,12 @@ def run_block(task: str, args: argparse.Namespace, dm, root: str) -> dict[str, o
         made = []
         for name in SCHEDULES:
             runs = [train(spec, dm, s, budget, root,
-                          finder=LRRangeTest(schedule=getattr(schedules, name)(), num_steps=max(10, steps),
+                          finder=LRRangeTest(schedule=getattr(schedules, name)(), num_steps=max(MIN_STEPS, steps),
                                              progress_bar=False))
                     for s in seeds]
             fell_back = sum(r.fallback is not None for r in runs)
             lr = f"{fmt(geo_mean([r.base_lr for r in runs]))}–{fmt(geo_mean([r.max_lr for r in runs]))}"
-            made.append(Row(f"ours + {name}{suffix}", f"{max(10, steps)} steps, in memory",
+            made.append(Row(f"ours + {name}{suffix}", f"{max(MIN_STEPS, steps)} steps, in memory",
                             runs, lr + (f" ({fell_back} fallback)" if fell_back else "")))
         return made
 

@@ -49,6 +49,7 @@ from torch.optim.lr_scheduler import CosineAnnealingWarmRestarts, CyclicLR
 from lightning_clr import LRRangeTest, schedules
 from lightning_clr.compare import markdown
 from lightning_clr.restore import TrainingState
+from lightning_clr.settings import MIN_STEPS
 
 BOUNDS = (0.05, 0.25)  # for the hand-configured side; the time per step does not depend on them
 
@@ -151,7 +152,7 @@ def step_times(dm, epochs: int, pairs: int, root: str) -> tuple[list[list[str]],
                 timer = StepTimer()
                 if side == "ours":
                     model = task.model()
-                    callbacks = [LRRangeTest(schedule=spec, num_steps=max(10, per_epoch), progress_bar=False), timer]
+                    callbacks = [LRRangeTest(schedule=spec, num_steps=max(MIN_STEPS, per_epoch), progress_bar=False), timer]
                 else:
                     model, callbacks = hand_scheduled(task, make_scheduler), [timer]
                 trainer(epochs, root, callbacks).fit(model, datamodule=dm)
@@ -214,7 +215,7 @@ def fresh_dir():
 
 def range_tests(dm, pairs: int, epochs: int) -> tuple[list[list[str]], dict[str, float]]:
     """Range test vs plain steps vs ``Tuner.lr_find``; also the bytes each writes."""
-    task, steps = TASKS["cnn-sgd"], max(10, steps_per_epoch(dm))
+    task, steps = TASKS["cnn-sgd"], max(MIN_STEPS, steps_per_epoch(dm))
     ours_t, plain_t, lightning_t = [], [], []
     written = {"ours": [], "lightning": []}
     left = {"ours": 0, "lightning": 0}

@@ -84,7 +84,7 @@ def check_settings(arguments: dict[str, Any], old_names: dict[str, Any], default
                          "e.g. end_lr=10")
     if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < MIN_STEPS:
         raise ValueError(f"num_steps must be an integer >= {MIN_STEPS} to read a curve, got {num_steps!r}; "
-                         "100 is a good default")
+                         "200 is the default")
     if not 0 <= ema_beta < 1:
         raise ValueError(f"ema_beta must be in [0, 1), got {ema_beta}; 0 keeps the raw loss")
     if divergence_threshold is not None and not divergence_threshold > 1:

@@ -47,7 +47,7 @@ def test_outcome_prints_every_row_and_the_targets():
     for name in ["oracle (grid search)", *(f"ours + {s}" for s in schedules)]:
         final, per_seed, best = float(rows[name][2]), float(rows[name][3]), float(rows[name][4])
         assert 0.0 <= final <= best <= 1.0 and per_seed == pytest.approx(final, abs=5e-4)  # one seed
-    assert rows["ours + Constant"][1] == "10 steps, in memory"  # one epoch is 8 steps; LRRangeTest needs 10
+    assert rows["ours + Constant"][1] == "20 steps, in memory"  # one epoch is 8 steps; LRRangeTest needs 20
     # the oracle reaches its own final accuracy, at the latest in the last epoch
     assert 1.0 <= float(rows["oracle (grid search)"][5]) <= 2.0
     assert len(re.findall(r"^- (PASS|MISS) ", out, flags=re.MULTILINE)) == 4
@@ -71,21 +71,3 @@ def test_speed_prints_ratios_disk_and_memory():
     for cells in memory.values():
         ratio = float(cells[2])
         assert 1.0 <= ratio < 1.01  # a copy of weights, buffers and optimizer state, plus metric states
-
-
-def test_tune_runs_every_stage_and_prints_the_choice():
-    out = run("tune.py", *TINY, "--seeds", "100", "--tasks", "cnn-sgd",
-              "--sweeps", "1e-3..1, ema 0.9", "--rules", "smith", "valley")
-    sweeps = table(out, "## 1.")
-    assert len(sweeps) == 2 and "1e-3..1, ema 0.9" in {name.strip("*") for name in sweeps}  # + the current one
-    rules = table(out, "## 2.")
-    assert {"smith", "valley"} <= {name.strip("*") for name in rules} and len(rules) <= 3  # + the current one
-    for scored in (sweeps, rules):
-        assert [cells[-2] for cells in scored.values()].count("current") == 1
-        assert sum(name.startswith("**") for name in scored) == 1  # the chosen one is bold
-    sgdr = table(out, "| SGDR")
-    # the current default, and cycles ending exactly at the budget: 1, 2, 4, 5 equal; 2, 3 doubling; 2 tripling
-    assert 7 <= len(sgdr) <= 8
-    chosen = out.split("## Chosen", 1)[1]
-    for name in ["Constant(", "Triangular(", "Triangular2(", "ExpRange(", "SGDR(", "OneCycle("]:
-        assert f"- {name}" in chosen
