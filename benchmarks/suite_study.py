@@ -82,9 +82,9 @@ class Space:
     betas: tuple[float, ...] = (0.5, 0.8, 0.9, 0.95, 0.98)
     thresholds: tuple[float | None, ...] = (3.0, 5.0, 10.0, None)
     rule_options: tuple[tuple[str, tuple[tuple[str, float], ...]], ...] = tuple(
-        [("smith", (("smooth", s), ("stop_frac", f))) for f in (0.5, 0.75, 0.9) for s in (0.05, 0.1, 0.2)]
-        + [("valley", (("position", p), ("smooth", s))) for p in (0.5, 0.67, 0.85) for s in (0.05, 0.1, 0.2)]
-        + [("steepest", (("smooth", s), ("stop_frac", f))) for f in (0.5, 0.9) for s in (0.05, 0.1, 0.2)])
+        [("smith", (("kernel_width", s), ("stop_frac", f))) for f in (0.5, 0.75, 0.9) for s in (0.05, 0.1, 0.2)]
+        + [("valley", (("position", p), ("kernel_width", s))) for p in (0.5, 0.67, 0.85) for s in (0.05, 0.1, 0.2)]
+        + [("steepest", (("kernel_width", s), ("stop_frac", f))) for f in (0.5, 0.9) for s in (0.05, 0.1, 0.2)])
     default_rules: tuple[str, ...] = ("smith", "valley", "steepest")
 
     def stage_a(self) -> list[Candidate]:

@@ -10,6 +10,7 @@ from typing import Any
 
 from lightning_clr import schedules
 from lightning_clr.deprecation import renamed
+from lightning_clr.selection.rules import RENAMED_OPTIONS
 
 #: the spacings of the sweep's LRs
 SWEEP_MODES = ("exponential", "linear")
@@ -93,7 +94,7 @@ def check_settings(arguments: dict[str, Any], old_names: dict[str, Any], default
         raise ValueError(f"rule must be one of {sorted(rules)}, got {rule!r}")
     options = dict(rule_options or {})
     known = [p for p in inspect.signature(rules[rule]).parameters if p not in ("lrs", "losses", "old_names")]
-    unknown = sorted(set(options) - set(known))
+    unknown = sorted(set(options) - set(known) - set(RENAMED_OPTIONS))  # an old name warns in the rule
     if unknown:
         raise ValueError(f"rule_options {unknown} are not options of the {rule!r} rule; it takes {known}")
     if bounds is not None:

@@ -30,7 +30,7 @@ _STEEP_WIDEN = 2.5  # steepest: the slope is read with a kernel this many times 
 _REBOUND = 0.05  # valley: a rise above the running minimum ends the stretch (x fall)
 _TRIM = 0.05  # valley: its ends are where 5% and 95% of its own fall are done
 _MIN_SHARE = 0.5  # valley: a candidate stretch must carry half of the total fall
-_RENAMED = {"smooth": "kernel_width"}
+RENAMED_OPTIONS = {"smooth": "kernel_width"}  # old option name -> new one
 #: a flat curve that blows up: max_lr a decade below the LR where it starts to rise (the usual rule
 #: of thumb of LR finders, "a tenth of where the loss blows up"); on the suite's one such family
 #: (a conv net without normalisation, flat for 200 sweep steps) it lands at 1.1-1.3x the grid's best LR
@@ -84,7 +84,7 @@ def _apply(rule: str, lrs: ArrayLike, losses: ArrayLike, div: float, curve_optio
 
 def _curve_options(kernel_width: float, flat_tol: float, min_points: int, old: dict, rule: str) -> dict:
     options = {"kernel_width": kernel_width, "flat_tol": flat_tol, "min_points": min_points}
-    options.update(renamed(rule, old, _RENAMED, {}))
+    options.update(renamed(rule, old, RENAMED_OPTIONS, {}))
     return options
 
 
