@@ -63,10 +63,6 @@ def results(tmp_path_factory) -> dict[str, tuple[subprocess.CompletedProcess, Pa
         return {name: (future.result(), dirs[name]) for name, future in procs.items()}
 
 
-def test_table_is_large_enough():
-    assert len(CASES) >= 12
-
-
 @pytest.mark.parametrize("name", list(CASES))
 def test_bad_override_fails_with_one_line(name, results):
     _, words, stage = CASES[name]

@@ -114,7 +114,8 @@ def test_without_the_guards_lightning_overwrites_the_good_checkpoint_with_nan(tm
     plain = ModelCheckpoint(dirpath=tmp_path / "plain", every_n_train_steps=10, save_last=True, save_top_k=0)
     trainer = fit([plain])
     assert math.isnan(float(trainer.callback_metrics["train/loss_epoch"]))  # fit returned normally
-    assert _step(tmp_path / "plain" / "last.ckpt") == 30 and not _finite(tmp_path / "plain" / "last.ckpt")
+    # step 30 on Lightning 2.6, 32 on 2.5 (which also saves at the end of the run): a NaN state past the good one
+    assert _step(tmp_path / "plain" / "last.ckpt") > 25 and not _finite(tmp_path / "plain" / "last.ckpt")
 
     safe = SafeCheckpoint(dirpath=tmp_path / "safe", every_n_train_steps=10, save_last=True, save_top_k=0)
     with pytest.raises(NonFiniteLossError, match="optimizer step 25"):
