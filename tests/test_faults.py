@@ -96,7 +96,7 @@ def test_curve_too_short_to_read_falls_back(tmp_path):
 @pytest.mark.parametrize("factor, stop", [(math.nan, "non-finite loss"), (100.0, "diverged")], ids=["nan", "x100"])
 def test_divergence_mid_sweep_uses_the_valid_part(factor, stop, tmp_path):
     limit = 0.3
-    trainer, finder, lrs = _fit(tmp_path, Faulty(above=limit, factor=factor))
+    trainer, finder, lrs = _fit(tmp_path, Faulty(above=limit, factor=factor), divergence_threshold=4.0)
     result = finder.result
     assert result.stop_reason == stop
     valid = [lr for lr in result.lrs if lr <= limit]
