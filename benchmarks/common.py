@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import statistics
+import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -54,6 +55,12 @@ def mnist1d(num_samples: int = 5000) -> MNIST1DDataModule:
 
 def steps_per_epoch(dm: MNIST1DDataModule) -> int:
     return len(dm.train_dataloader())
+
+
+def header(title: str, dm: MNIST1DDataModule) -> str:
+    """A benchmark's first lines: its title, the date, the machine and the MNIST-1D split."""
+    return (f"# {title}\n\n{time.strftime('%Y-%m-%d')}, {machine()}; MNIST-1D {len(dm._train)} train / "
+            f"{len(dm._val)} test, batch {dm.batch_size} ({steps_per_epoch(dm)} steps per epoch)\n")
 
 
 @dataclass(frozen=True)

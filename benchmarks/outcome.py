@@ -37,8 +37,8 @@ from common import (
     TASKS,
     Run,
     geo_mean,
+    header,
     lightning_lr,
-    machine,
     mean,
     mnist1d,
     setup,
@@ -48,8 +48,8 @@ from common import (
 )
 
 from lightning_clr import LRRangeTest, schedules
-from lightning_clr.settings import MIN_STEPS
 from lightning_clr.compare import markdown
+from lightning_clr.settings import MIN_STEPS
 
 SEEDS = (0, 1, 2)
 SCHEDULES = ("Constant", "Triangular", "Triangular2", "ExpRange", "SGDR", "OneCycle")
@@ -221,8 +221,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, object]]:
     start = time.time()
     dm = mnist1d(args.num_samples)
     root = tempfile.mkdtemp(prefix="lightning_clr_outcome_")
-    print(f"# Outcome benchmark\n\n{time.strftime('%Y-%m-%d')}, {machine()}; MNIST-1D {len(dm._train)} train / "
-          f"{len(dm._val)} test, batch {dm.batch_size} ({steps_per_epoch(dm)} steps per epoch)\n", flush=True)
+    print(header("Outcome benchmark", dm), flush=True)
     results = {task: run_block(task, args, dm, root) for task in args.tasks}
     print(f"Total: {time.time() - start:.0f} s", flush=True)
     return results

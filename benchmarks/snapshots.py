@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import lightning as L
 import torch
-from common import TASKS, Task, machine, mnist1d, range_curve, setup, steps_per_epoch, train, trainer
+from common import TASKS, Task, header, mnist1d, range_curve, setup, steps_per_epoch, train, trainer
 
 from lightning_clr import LRRangeTest, SnapshotEnsemble, schedules
 from lightning_clr.compare import markdown
@@ -174,8 +174,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, object]]:
     start = time.time()
     dm = mnist1d(args.num_samples)
     root = tempfile.mkdtemp(prefix="lightning_clr_snapshots_")
-    print(f"# Snapshot-ensemble benchmark\n\n{time.strftime('%Y-%m-%d')}, {machine()}; MNIST-1D {len(dm._train)} train / "
-          f"{len(dm._val)} test, batch {dm.batch_size} ({steps_per_epoch(dm)} steps per epoch)\n", flush=True)
+    print(header("Snapshot-ensemble benchmark", dm), flush=True)
     if args.floors:
         floor_table(args, dm, root)
         print(f"{len(args.tasks) * len(args.seeds) * len(FLOOR_CANDIDATES)} trainings in {time.time() - start:.0f} s")
