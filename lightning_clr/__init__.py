@@ -1,9 +1,9 @@
 """lightning-clr: LR range test and cyclical learning rates for PyTorch Lightning."""
 
 from lightning_clr import schedules, selection
+from lightning_clr.diagnostics import GeneralizationGap, plot_range_test
 from lightning_clr.ensemble import SnapshotEnsemble, load_ensemble
 from lightning_clr.flatness import FlatnessProbe, measure_flatness
-from lightning_clr.diagnostics import GeneralizationGap, plot_range_test
 from lightning_clr.range_test import LRRangeTest
 from lightning_clr.result import RangeTestError, RangeTestResult
 

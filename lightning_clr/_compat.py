@@ -16,19 +16,19 @@ from contextlib import contextmanager
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.utilities.exceptions import MisconfigurationException
-from torch.utils.data import DataLoader
-from torchmetrics import Metric
-
-# _ResultCollection: the store that self.log() writes into during training_step. The sweep
-# swaps in a scratch one, so nothing the module logs during the sweep reaches the real
-# epoch's metrics. lightning.pytorch.trainer.connectors.logger_connector.result, 2.0 and later.
-from lightning.pytorch.trainer.connectors.logger_connector.result import _ResultCollection
 
 # _set_sampler_epoch: tells a (distributed) sampler which pass it is on, as the fit loop does
 # before each epoch, so that the sweep's second pass over a short loader reshuffles.
 # lightning.fabric.utilities.data, 2.0 and later.
 from lightning.fabric.utilities.data import _set_sampler_epoch as set_sampler_epoch
+
+# _ResultCollection: the store that self.log() writes into during training_step. The sweep
+# swaps in a scratch one, so nothing the module logs during the sweep reaches the real
+# epoch's metrics. lightning.pytorch.trainer.connectors.logger_connector.result, 2.0 and later.
+from lightning.pytorch.trainer.connectors.logger_connector.result import _ResultCollection
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
+from torch.utils.data import DataLoader
+from torchmetrics import Metric
 
 __all__ = [
     "FIT_WEIGHTS_ONLY",

@@ -32,6 +32,7 @@ from lightning_clr.selection import RULES, select_bounds
 from lightning_clr.settings import check_settings
 from lightning_clr.sweep import continuation, held_out_batches, run_sweep, sweep_lrs
 
+
 class LRRangeTest(Callback):
     """Runs an LR range test at the start of ``fit`` and trains with a schedule between its bounds.
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from lightning_clr._compat import FIT_WEIGHTS_ONLY
 from lightning_clr import LRRangeTest, measure_flatness, schedules
+from lightning_clr._compat import FIT_WEIGHTS_ONLY
 from lightning_clr.models import MLP, Classifier
 from tests.helpers import tiny_data, tiny_model, tiny_trainer
 from tests.test_safety import BASE, _cli, _one_error

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from functools import partial
 
 import lightning as L
 import pytest
@@ -13,8 +12,8 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from torch import nn
 from torch.utils.data import DataLoader, IterableDataset
 
-from lightning_clr._compat import FIT_WEIGHTS_ONLY
 from lightning_clr import LRRangeTest, schedules
+from lightning_clr._compat import FIT_WEIGHTS_ONLY
 from lightning_clr.models import Classifier
 from tests.helpers import LRRecorder, tiny_data, tiny_model, tiny_trainer
 

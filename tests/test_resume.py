@@ -16,8 +16,8 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
-from lightning_clr._compat import FIT_WEIGHTS_ONLY
 from lightning_clr import LRRangeTest, schedules
+from lightning_clr._compat import FIT_WEIGHTS_ONLY
 from lightning_clr.data import MNIST1DDataModule
 from tests.conftest import SMALL
 from tests.helpers import LRRecorder, tiny_data, tiny_model, tiny_trainer
