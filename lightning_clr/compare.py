@@ -26,8 +26,10 @@ sweep ends: ``hydra.callbacks.compare._target_=lightning_clr.compare.CompareRuns
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import logging
 import math
+import os
 import sys
 import textwrap
 from collections.abc import Iterable, Sequence
@@ -138,7 +140,7 @@ def find_log_dirs(paths: Iterable[str | Path]) -> list[Path]:
     for path in map(Path, paths):
         if not path.exists():
             raise FileNotFoundError(f"run folder '{path}' does not exist")
-        dirs = {p.parent for p in path.rglob(EVENT_GLOB)} if path.is_dir() else set()
+        dirs = _event_dirs(path) if path.is_dir() else set()
         if not dirs:
             raise FileNotFoundError(
                 f"no TensorBoard event file ({EVENT_GLOB}) under '{path}'; pass the folder of a run trained "
@@ -146,6 +148,25 @@ def find_log_dirs(paths: Iterable[str | Path]) -> list[Path]:
             )
         found |= dirs
     return sorted(found, key=_natural_key)
+
+
+def _event_dirs(root: Path) -> set[Path]:
+    """Folders under ``root`` holding an event file, following symlinked folders (each real folder once).
+
+    ``Path.rglob`` does not follow a symlinked job folder, so a sweep whose runs were linked
+    in would lose them from the table without a word.
+    """
+    found: set[Path] = set()
+    seen: set[str] = set()
+    for folder, subdirs, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:  # a link loop, or a folder linked twice
+            subdirs[:] = []
+            continue
+        seen.add(real)
+        if any(fnmatch.fnmatch(name, EVENT_GLOB) for name in files):
+            found.add(Path(folder))
+    return found
 
 
 def _natural_key(path: Path) -> list[Any]:

@@ -229,3 +229,15 @@ def test_grid_check_places_a_constant_range_test_run_on_the_grid(tmp_path):
     # 0.6 + log10(3.16) * (0.9 - 0.6) = 0.7499
     assert ("range-test run (Constant between the bounds): val/acc 0.8000, -0.1000 vs. the best grid LR, better than "
             "1 of 2 grid runs; it trained at a constant 0.0316, where the grid's curve reads 0.7499") in out
+
+
+def test_a_symlinked_job_folder_is_in_the_table(tmp_path):
+    """A sweep folder whose second run is a link to a run elsewhere: both runs are read."""
+    sweep = tmp_path / "sweep"
+    _fake_run(sweep, "0", {"schedule": {"_target_": "lightning_clr.schedules.SGDR"}}, ["+schedule=sgdr"], [0.5, 0.6],
+              (0.01, 0.1))
+    _fake_run(tmp_path / "elsewhere", "1", {}, ["seed=1"], [0.4, 0.7], (0.01, 0.1))
+    (sweep / "1").symlink_to(tmp_path / "elsewhere" / "1", target_is_directory=True)
+    (sweep / "loop").symlink_to(sweep, target_is_directory=True)  # a link loop is walked once
+    dirs = find_log_dirs([sweep])
+    assert [d.relative_to(sweep).parts[0] for d in dirs] == ["0", "1"]
