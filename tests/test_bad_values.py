@@ -161,3 +161,21 @@ def test_a_resume_with_another_batch_size_is_refused(tmp_path):
     fit(32, 1).save_checkpoint(tmp_path / "epoch1.ckpt")  # 16 steps per epoch: one SGDR cycle per 16 steps
     with pytest.raises(MisconfigurationException, match=r"epochs of 16 optimizer steps .* this run has 8 per epoch"):
         fit(64, 2, tmp_path / "epoch1.ckpt")  # 8 steps per epoch: the cycle would silently halve
+
+
+@pytest.mark.parametrize("data", [
+    ["data.num_train=1", "data.num_val=1", "data.batch_size=2000"],  # one sample, a batch larger than the set
+    ["data.num_train=3", "data.batch_size=2"],  # a last batch of one
+], ids=["one-sample", "ragged"])
+def test_a_tiny_dataset_trains_to_the_end(data, tmp_path):
+    """No ZeroDivisionError on tiny data: the sweep cycles the loader, the schedule fits one-step epochs."""
+    proc = _cli(["data=synthetic", *data, "model=mlp", "trainer.max_epochs=1", "finder.num_steps=20",
+                 "trainer.enable_progress_bar=false", "logger=csv"], tmp_path)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert "final: val/acc=" in proc.stdout and "bounds: base_lr=" in proc.stdout
+
+
+def test_too_few_mnist1d_samples_is_one_line(tmp_path):
+    proc = _cli(["data.num_samples=5", "trainer.max_epochs=1", "trainer.enable_progress_bar=false"], tmp_path)
+    assert proc.returncode == 2
+    assert _one_error(proc) == "error: data.num_samples must be >= 20, got 5"
