@@ -51,13 +51,14 @@ def combined_loader(trainer: L.Trainer) -> Any:
     return trainer.fit_loop._combined_loader
 
 
-def private_iterator(loader: DataLoader) -> Iterator[Any]:
+def private_iterator(loader: Any) -> Iterator[Any]:
     """A fresh iterator over ``loader`` that does not touch the one the epoch will use.
 
-    With ``persistent_workers=True``, ``iter(loader)`` returns the loader's single shared
-    worker iterator; ``DataLoader._get_iterator`` (torch 1.7 and later) makes a new one.
+    With ``persistent_workers=True``, ``iter(loader)`` returns a ``DataLoader``'s single shared
+    worker iterator; ``DataLoader._get_iterator`` (torch 1.7 and later) makes a new one. Any
+    other iterable is iterated as it is.
     """
-    if loader.persistent_workers and loader.num_workers > 0:
+    if isinstance(loader, DataLoader) and loader.persistent_workers and loader.num_workers > 0:
         return loader._get_iterator()
     return iter(loader)
 

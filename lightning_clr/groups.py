@@ -13,9 +13,9 @@ from typing import Any
 import torch
 
 from lightning_clr._compat import per_group_lists
+from lightning_clr.schedules.base import CYCLED_MOMENTUM_KEYS
 
 _LR_KEYS = ("initial_lr", "max_lr", "min_lr")  # group entries torch's schedulers scale per group
-_MOMENTUM_KEYS = ("base_momentum", "max_momentum")  # group entries of a cycled momentum
 
 
 def adopt_new_groups(scheduler: Any, optimizer: torch.optim.Optimizer, known: int) -> list[float]:
@@ -37,8 +37,8 @@ def adopt_new_groups(scheduler: Any, optimizer: torch.optim.Optimizer, known: in
         values.extend(values[0] * r if scale else values[0] for r in ratios)
     for group, ratio in zip(groups[known:], ratios):
         group.update({k: first[k] * ratio for k in _LR_KEYS if k in first})
-        if any(k in first for k in _MOMENTUM_KEYS):  # the scheduler cycles momentum: the new group follows
-            group.update({k: first[k] for k in (*_MOMENTUM_KEYS, "momentum", "betas") if k in first})
+        if any(k in first for k in CYCLED_MOMENTUM_KEYS):  # the scheduler cycles momentum: the new group follows
+            group.update({k: first[k] for k in (*CYCLED_MOMENTUM_KEYS, "momentum", "betas") if k in first})
     return ratios
 
 

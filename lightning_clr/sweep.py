@@ -27,7 +27,6 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.utilities.seed import isolate_rng
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from lightning_clr._compat import (
@@ -166,7 +165,7 @@ def _batches(trainer: L.Trainer, loaders: list[Any]) -> Iterator[tuple[Any, int]
     else:
         loader = loaders[0]
         # a persistent-worker loader hands out one shared iterator; the epoch's own must stay untouched
-        make = (lambda: private_iterator(loader)) if isinstance(loader, DataLoader) else (lambda: iter(loader))
+        make = lambda: private_iterator(loader)
     index, passes = 0, 0
     while True:
         empty = True
@@ -321,7 +320,7 @@ def held_out_batches(trainer: L.Trainer, count: int) -> list[Any]:
             "val_dataloader) to fit, or use metric='train_loss'."
         )
     batches = []
-    for batch in private_iterator(loaders[0]) if isinstance(loaders[0], DataLoader) else iter(loaders[0]):
+    for batch in private_iterator(loaders[0]):
         batches.append(trainer.strategy.batch_to_device(batch))
         if len(batches) == count:
             break

@@ -173,7 +173,7 @@ def reset_lrs(optimizer: Optimizer, lrs: Sequence[float]) -> None:
 
 
 #: the param-group keys torch's CyclicLR and OneCycleLR add when they cycle momentum
-_CYCLED_MOMENTUM_KEYS = ("base_momentum", "max_momentum")
+CYCLED_MOMENTUM_KEYS = ("base_momentum", "max_momentum")
 
 
 def undo_momentum_cycling(optimizer: Optimizer) -> str | None:
@@ -188,9 +188,9 @@ def undo_momentum_cycling(optimizer: Optimizer) -> str | None:
     """
     changes = []
     for group in optimizer.param_groups:
-        if not any(key in group for key in _CYCLED_MOMENTUM_KEYS):
+        if not any(key in group for key in CYCLED_MOMENTUM_KEYS):
             continue
-        for key in _CYCLED_MOMENTUM_KEYS:
+        for key in CYCLED_MOMENTUM_KEYS:
             group.pop(key, None)
         if "betas" in group and "betas" in optimizer.defaults:
             before, after = group["betas"], (optimizer.defaults["betas"][0], group["betas"][1])
