@@ -21,6 +21,7 @@ ArrayLike = Sequence[float] | np.ndarray
 NEIGHBOURS = 4  # the smoothing kernel always reaches this many neighbours
 NOISE_K = 4.0  # a fall, and every level read off it, keeps this many noise sd from its extremes
 FALLING = 0.5  # "already falling at the first LR": start slope below half the steepest
+EXTREME_SD = 2.0  # the top and the minimum are read as confident extremes: value -/+ this many noise sd
 MAX_GAP = 0.4  # decades: a curve sampled more sparsely (median spacing) cannot be read
 
 
@@ -35,8 +36,8 @@ class Curve:
         s: the loss smoothed by a Gaussian kernel in log LR.
         g: its slope ``d s / d log10(lr)``.
         noise: the typical (median) standard deviation of ``s`` from the noise in ``y``.
-        i_top: index of the highest point before the minimum.
-        i_min: index of the global minimum of ``s``.
+        i_top: index of the highest point before the minimum (of ``s`` less 2 noise sd).
+        i_min: index of the minimum (of ``s`` plus 2 noise sd: a noisy edge is not trusted).
         h0: kernel width at the first point, in decades.
         unreadable: ``None`` when a rule can read the curve, else why not (too short, flat);
             the rules then fall back (see :mod:`~lightning_clr.selection.rules`).
@@ -131,8 +132,10 @@ def prepare(
                   "shape; sweep more steps or a narrower range")
         return Curve(lr, x, y, y, np.zeros(n), 0.0, int(np.argmax(y[: i_min + 1])), i_min, 0.0, reason)
     s, g, sd, h = local_fit(x, y, kernel_width)
-    i_min = int(np.argmin(s))
-    i_top = int(np.argmax(s[: i_min + 1]))
+    # extremes that stand out of the noise: an edge's one-sided fit is noisier than the middle, so a
+    # point counts as only as low (high) as its smoothed value plus (minus) EXTREME_SD noise sd
+    i_min = int(np.argmin(s + EXTREME_SD * sd))
+    i_top = int(np.argmax(s[: i_min + 1] - EXTREME_SD * sd[: i_min + 1]))
     curve = Curve(lr, x, y, s, g, float(np.median(sd)), i_top, i_min, float(h[0]))
     # a fall must stand out of the noise of both of its ends (larger at the curve's edges)
     need = max(flat_tol * abs(curve.top), NOISE_K * float(np.hypot(sd[i_top], sd[i_min])))
