@@ -64,6 +64,10 @@ SCHEDULES: dict[str, tuple[str, dict]] = {
     "OneCycle": ("OneCycle", {}),
     "Cosine": ("Cosine", {}),
     "OneCycle(pct_start=0.25)": ("OneCycle", {"pct_start": 0.25}),
+    # shapes: each schedule's own options, chosen the same way (the "Shapes" table)
+    "Triangular(num_cycles=2)": ("Triangular", {"num_cycles": 2}),
+    "SGDR(floor=0)": ("SGDR", {"floor": 0.0}),
+    "SGDR(cycle_decay=1)": ("SGDR", {"cycle_decay": 1.0}),
 }
 HELD_OUT_SCHEDULES = 2  # the held-out defaults train the 2 schedules best on the other families
 # the cost of one training relative to the others, to start the long jobs first
@@ -346,6 +350,33 @@ def print_study(sty: study.Study, lofo: dict, current: study.Candidate, space: s
     print(markdown(["setting", "in-sample error with only this setting changed"], sens) + "\n", flush=True)
 
 
+def print_shapes(names: Sequence[str], error, fams: Sequence[str]) -> dict[str, str]:
+    """Each schedule's shape (its options) chosen leave-one-family-out among the trained variants.
+
+    ``error(name, families)`` is the mean regret of a trained row; returns, per schedule class
+    with more than one variant, the variant chosen on all families.
+    """
+    classes: dict[str, list[str]] = {}
+    for n in names:
+        classes.setdefault(SCHEDULES[n][0], []).append(n)
+    rows, chosen = [], {}
+    for cls, variants in classes.items():
+        if len(variants) < 2:
+            continue
+        chosen[cls] = min(variants, key=lambda v: error(v, fams))
+        picks = {f: min(variants, key=lambda v, f=f: error(v, [h for h in fams if h != f] or fams)) for f in fams}
+        held = mean([error(picks[f], [f]) for f in fams])
+        for v in variants:
+            rows.append([cls, v, f"{error(v, fams):+.2f}", str(sum(p == v for p in picks.values())),
+                         f"{held:+.2f}" if v == chosen[cls] else ""])
+    if rows:
+        print("## Shapes (each schedule's options, chosen leave-one-family-out among the trained variants)\n")
+        print(markdown(["schedule", "variant", "all families", "chosen in folds",
+                        "held-out error of the fold choices"], rows) + "\n")
+        print("Shape chosen on all families: " + ", ".join(f"{c}: {v}" for c, v in chosen.items()) + "\n")
+    return chosen
+
+
 def _run(args, pool, tasks, epochs, seeds, cache) -> dict:
     g = args.grid_per_decade
     print(f"# Task suite\n\n{time.strftime('%Y-%m-%d')}, {machine()}; {args.workers} worker process(es); "
@@ -497,6 +528,8 @@ def _run(args, pool, tasks, epochs, seeds, cache) -> dict:
     print(f"Default schedule chosen on all families: {default_sched} (in-sample {sched_error(default_sched, fams):+.2f}); "
           f"held-out: {held_err:+.2f} (" + ", ".join(f"{f}: {held_sched[f]}" for f in fams) + ")\n")
 
+    shapes = print_shapes(args.schedules, sched_error, fams)
+
     print("## Summary (targets with the held-out choices)\n")
     print(markdown(["task", "family", "oracle LR", "max_lr / oracle", "LRRangeTest() max_lr / oracle",
                     "best of ours vs oracle", "best >= oracle - tol", "default beats finders", "max_lr >= oracle/3"],
@@ -504,7 +537,7 @@ def _run(args, pool, tasks, epochs, seeds, cache) -> dict:
     passes = [sum(p["targets"][i] for p in per_task.values()) for i in range(3)]
     print(f"Targets met: quality {passes[0]}/{len(tasks)}, beats finders {passes[1]}/{len(tasks)}, "
           f"max_lr {passes[2]}/{len(tasks)}\n", flush=True)
-    report = {"chosen": chosen.as_dict(), "default_schedule": default_sched, "held_schedule": held_sched,
+    report = {"chosen": chosen.as_dict(), "default_schedule": default_sched, "held_schedule": held_sched, "shapes": shapes,
               "held": {f: c.as_dict() for f, c in held.items()}, "in_sample": lofo["in_sample"],
               "held_out": lofo["held_out"], "tasks": per_task}
     if args.json:

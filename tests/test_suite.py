@@ -24,6 +24,7 @@ def test_suite_prints_every_row_target_and_the_study(tmp_path):
     cache = tmp_path / "anchors.json"
     args = [sys.executable, str(SCRIPT), "--tasks", *TASKS, "--seeds", "0", "--epochs", "1", "--grid-per-decade", "1",
             "--max-widen", "0", "--record-steps", "60", "30", "--small-study", "--schedules", "Constant", "OneCycle",
+            "OneCycle(pct_start=0.25)",
             "--workers", "1", "--refresh-anchors", "--anchors", str(cache), "--json", str(tmp_path / "out.json")]
     done = subprocess.run(args, capture_output=True, text=True, check=False, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -38,10 +39,13 @@ def test_suite_prints_every_row_target_and_the_study(tmp_path):
         assert f"| {name} |" in out[out.index("## Summary"):]
     assert "## Defaults study (leave-one-family-out)" in out and "| mean |" in out
     assert "Default schedule chosen on all families:" in out
+    shapes = out[out.index("## Shapes"):].split("\n## ")[0]  # a schedule with two trained variants gets its shape chosen
+    assert "| OneCycle | OneCycle(pct_start=0.25) |" in shapes and "Shape chosen on all families: OneCycle:" in shapes
     # the anchors were cached under task, seed and epochs; the report names every chosen value
     assert {f"{name}|seed=0|epochs=1|per_decade=1" for name in TASKS} <= set(json.loads(cache.read_text()))
     report = json.loads((tmp_path / "out.json").read_text())
     assert set(report["chosen"]) >= {"start_lr", "end_lr", "num_steps", "ema_beta", "divergence_threshold", "rule",
                                      "rule_options"}
-    assert report["default_schedule"] in ("Constant", "OneCycle")
+    assert report["default_schedule"] in ("Constant", "OneCycle", "OneCycle(pct_start=0.25)")
+    assert report["shapes"]["OneCycle"] in ("OneCycle", "OneCycle(pct_start=0.25)")
     assert set(report["tasks"]) == set(TASKS)
