@@ -3,7 +3,7 @@
     pip install -e ".[bench]" && python benchmarks/flatness.py     # about 4 minutes of CPU time on 1 core
 
 Task: MNIST-1D (4000 train / 1000 test), the 1-D CNN with SGD (momentum 0.9), batch 100,
-``--epochs`` (20), seeds 0, 1, 2. Per seed one range test of one epoch's steps (40) gives the
+``--epochs`` (20), seeds 0, 1, 2. Per seed one range test at the library's defaults (200 steps) gives the
 bounds, and the same bounds train each of six schedules at its library default: constant,
 step decay, cosine, triangular2, SGDR and 1cycle. At the end of each run:
 
@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import lightning as L
 import torch
 import torch.nn.functional as F
-from common import TASKS, machine, mnist1d, range_curve, setup, steps_per_epoch, trainer
+from common import TASKS, machine, mnist1d, range_curve, setup, trainer
 
 from lightning_clr import FlatnessProbe, LRRangeTest, schedules
 from lightning_clr.compare import markdown
@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> list[Result]:
     x_test, y_test = dm._val.tensors
     results = []
     for seed in args.seeds:
-        curve = range_curve(task, dm, seed, root, num_steps=max(20, steps_per_epoch(dm)))
+        curve = range_curve(task, dm, seed, root)
         bounds = (curve.base_lr, curve.max_lr)
         for name in SCHEDULES:
             L.seed_everything(seed, verbose=False)
@@ -174,7 +174,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
     start = time.time()
     results = run(args)
     print(f"# Flatness benchmark\n\n{time.strftime('%Y-%m-%d')}, {machine()}; MNIST-1D, 1-D CNN + SGD "
-          f"(momentum 0.9), {args.epochs} epochs, seeds {list(args.seeds)}, bounds from one 40-step range test "
+          f"(momentum 0.9), {args.epochs} epochs, seeds {list(args.seeds)}, bounds from one 200-step range test "
           f"per seed, each schedule at its default shape\n")
     header = ["schedule", "seed", "test acc", "train loss", "test loss", "gap (loss)", "gap (acc)",
               *(f"rise @ {s:g}" for s in SIGMAS)]

@@ -5,7 +5,8 @@
 Task: MNIST-1D (4000 train / 1000 test), batch 100, ``--epochs`` (20), seeds 0, 1, 2, three
 blocks: the 1-D CNN with SGD (momentum 0.9) and the MLP with AdamW, as in ``outcome.py``, and
 the MLP with SGD (momentum 0.9).
-Per seed, one range test of one epoch's steps (40) gives the bounds; then the configuration of
+Per seed, one range test at the library's defaults (200 steps; the weights are restored after it)
+gives the bounds; then the configuration of
 the recipe ``+recipe=snapshot_mnist1d`` trains once: SGDR with ``NUM_CYCLES`` equal cycles
 (``FLOOR``: the bottom of each cycle) and a ``SnapshotEnsemble`` of the last ``NUM_SNAPSHOTS``
 snapshots. Every snapshot is scored on the test set; the ensemble's accuracy is the one the
@@ -34,7 +35,7 @@ from dataclasses import dataclass
 
 import lightning as L
 import torch
-from common import TASKS, Task, header, mnist1d, range_curve, setup, steps_per_epoch, train, trainer
+from common import TASKS, Task, header, mnist1d, range_curve, setup, train, trainer
 
 from lightning_clr import LRRangeTest, SnapshotEnsemble, schedules
 from lightning_clr.compare import markdown
@@ -85,7 +86,7 @@ def run_block(name: str, args: argparse.Namespace, dm, root: str) -> dict[str, o
     x, y = dm._val.tensors
     results = []
     for seed in args.seeds:
-        curve = range_curve(task, dm, seed, root, num_steps=max(20, steps_per_epoch(dm)))
+        curve = range_curve(task, dm, seed, root)
         bounds = (curve.base_lr, curve.max_lr)
         L.seed_everything(seed, verbose=False)
         model = task.model()
@@ -147,7 +148,7 @@ def floor_table(args: argparse.Namespace, dm, root: str) -> None:
         task = BLOCKS[name]
         finals: dict[str, list[float]] = {label: [] for label in FLOOR_CANDIDATES}
         for seed in args.seeds:
-            curve = range_curve(task, dm, seed, root, num_steps=max(20, steps_per_epoch(dm)))
+            curve = range_curve(task, dm, seed, root)
             for label, settings in FLOOR_CANDIDATES.items():
                 run = train(task, dm, seed, args.epochs, root, finder=LRRangeTest(
                     schedule=schedules.SGDR(**settings), bounds=(curve.base_lr, curve.max_lr), progress_bar=False))

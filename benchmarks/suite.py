@@ -65,7 +65,7 @@ SCHEDULES: dict[str, tuple[str, dict]] = {
     "Cosine": ("Cosine", {}),
     "OneCycle(pct_start=0.25)": ("OneCycle", {"pct_start": 0.25}),
     # shapes: each schedule's own options, chosen the same way (the "Shapes" table)
-    "Triangular(num_cycles=2)": ("Triangular", {"num_cycles": 2}),
+    "Triangular(num_cycles=1)": ("Triangular", {"num_cycles": 1}),
     "SGDR(floor=0)": ("SGDR", {"floor": 0.0}),
     "SGDR(cycle_decay=1)": ("SGDR", {"cycle_decay": 1.0}),
 }
