@@ -51,7 +51,7 @@ class _Cyclic(Schedule):
 
     step_epochs: float | None = None
     step_size: int | None = None
-    num_cycles: int = 2  # chosen leave-one-family-out by benchmarks/suite.py (2 cycles: +0.61, 1 cycle: +1.27)
+    num_cycles: int = 1  # benchmarks/suite.py: median regret over families 0.05 (1 cycle) against 0.56 (2 cycles)
     cycle_momentum: bool = False
     base_momentum: float = 0.85
     max_momentum: float = 0.95
@@ -64,7 +64,7 @@ class _Cyclic(Schedule):
                 f"Smith recommends 2-10 epochs per half cycle"
             )
         if not is_count(self.num_cycles) or self.num_cycles < 1:
-            fail(f"{name}: num_cycles must be an integer >= 1, got {self.num_cycles!r}; 2 (the default) is two full cycles per run")
+            fail(f"{name}: num_cycles must be an integer >= 1, got {self.num_cycles!r}; 1 (the default) is one full cycle per run")
         if self.step_size is not None and (not is_count(self.step_size) or self.step_size < 1):
             fail(
                 f"{name}: step_size must be an integer >= 1 or None, got {self.step_size!r}; "
