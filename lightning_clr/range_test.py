@@ -90,7 +90,7 @@ class LRRangeTest(Callback):
     def __init__(
         self,
         schedule: _schedules.Schedule | None = None,
-        start_lr: float = 1e-6,
+        start_lr: float = 1e-5,
         end_lr: float = 100.0,
         num_steps: int = 200,
         mode: str = "exponential",
