@@ -232,12 +232,12 @@ class SGDR(Schedule):
     cycle_mult: float = 2.0
     # measured (benchmarks/README.md, "SGDR floor"): restarting at full height from an annealed CNN diverged on
     # one MNIST-1D seed of six; halving each restart's height removed it. Across benchmarks/suite.py full-height
-    # restarts score +2.33 against +2.47, within the noise, so the safer 0.5 stays
+    # restarts score a little better (median-family regret +0.97 against +1.13); the safer 0.5 stays
     cycle_decay: float = 0.5
     warmup_epochs: float = 0.0
     warmup_steps: int | None = None
-    # annealing to base_lr: across benchmarks/suite.py +2.47 against +4.46 for floor=0 (the published schedule,
-    # worse on 7 of 9 families); on MNIST-1D as good as 0.01 * max_lr (benchmarks/README.md, "SGDR floor")
+    # annealing to base_lr: across benchmarks/suite.py +1.13 against +3.91 for floor=0 (the published schedule;
+    # median-family regret); on MNIST-1D as good as 0.01 * max_lr (benchmarks/README.md, "SGDR floor")
     floor: float | None = None
     eta_min: float | None = None
     restart_warmup: float = 0.0  # a ramp of 0.05-0.1 rescued one diverging seed but cost 1-2 points on the others
