@@ -2,7 +2,7 @@
 
     pip install -e ".[bench]" && python benchmarks/snapshots.py     # about 4 minutes of CPU time on 1 core
 
-Task: MNIST-1D (4000 train / 1000 test), batch 100, ``--epochs`` (20), seeds 0, 1, 2, three
+Task: MNIST-1D (4000 train / 1000 test), batch 100, ``--epochs`` (40), seeds 0, 1, 2, three
 blocks: the 1-D CNN with SGD (momentum 0.9) and the MLP with AdamW, as in ``outcome.py``, and
 the MLP with SGD (momentum 0.9).
 Per seed, one range test at the library's defaults (200 steps; the weights are restored after it)
@@ -13,7 +13,7 @@ snapshots. Every snapshot is scored on the test set; the ensemble's accuracy is 
 callback logs (``ensemble/val_acc``) after the last epoch. For context, the same bounds also
 train one single model with 1cycle, the best schedule of ``outcome.py``, for the same budget.
 
-``--floors`` instead trains the default SGDR (two cycles, the second twice as long) with each
+``--floors --epochs 20`` instead trains the default SGDR (two cycles, the second twice as long) with each
 floor candidate, ``--seeds 100 101 102`` for the choice of the default (about 20 minutes).
 
 The target, per block: the ensemble's final accuracy beats the best single snapshot of its own
@@ -160,7 +160,7 @@ def floor_table(args: argparse.Namespace, dm, root: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, object]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
     parser.add_argument("--tasks", nargs="+", default=list(BLOCKS), choices=list(BLOCKS))
     parser.add_argument("--cycles", type=int, default=NUM_CYCLES, help="SGDR cycles (and snapshots) in the run")

@@ -71,3 +71,24 @@ def test_speed_prints_ratios_disk_and_memory():
     for cells in memory.values():
         ratio = float(cells[2])
         assert 1.0 <= ratio < 1.01  # a copy of weights, buffers and optimizer state, plus metric states
+
+
+def test_snapshots_prints_every_snapshot_and_the_three_margins():
+    out = run("snapshots.py", *TINY[:2], "--epochs", "4", "--seeds", "0", "--tasks", "cnn-sgd")
+    rows = table(out, "## 1-D CNN")
+    assert set(rows) == {"0", "mean"}
+    snapshots = [float(a) for a in rows["0"][1].split(" / ")]
+    assert len(snapshots) == 4 and float(rows["0"][2]) == snapshots[-1]  # one per cycle; the last is the final model
+    assert float(rows["0"][3]) == max(snapshots)
+    for label in ("best single snapshot", "final model", "1cycle single model"):
+        assert re.search(rf"^- (PASS|MISS) ensemble vs {label}: [+-]\d", out, re.MULTILINE), label
+
+
+def test_flatness_prints_six_schedules_the_correlations_and_a_plot(tmp_path):
+    png = tmp_path / "flatness.png"
+    # 6 epochs: StepDecay drops every 5 epochs and refuses a run it would never drop in
+    out = run("flatness.py", *TINY[:2], "--epochs", "6", "--seeds", "0", "--png", str(png))
+    means = table(out, "Mean per schedule")
+    assert list(means) == ["Constant", "StepDecay", "Cosine", "Triangular2", "SGDR", "OneCycle"]
+    assert re.search(r"rise @ 0.1 vs gap \(loss\): Spearman rho = [+-]\d\.\d{3}", out)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
