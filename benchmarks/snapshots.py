@@ -34,6 +34,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import lightning as L
+import suite_tasks as st
 import torch
 from common import TASKS, Task, header, mnist1d, range_curve, setup, train, trainer
 
@@ -45,6 +46,8 @@ from lightning_clr.models import MLP
 SEEDS = (0, 1, 2)
 # one more pairing for this benchmark only: the MLP with outcome.py's SGD (momentum 0.9)
 BLOCKS = {**TASKS, "mlp-sgd": Task("MLP, SGD (momentum 0.9)", MLP, torch.optim.SGD, {"momentum": 0.9}, nominal_lr=0.1)}
+# classification tasks of the suite (suite_tasks.py), each with its own data, model and optimizer
+SUITE_BLOCKS = [n for n, t in st.TASKS.items() if t.loss == "ce"]
 # the recipe's configuration (recipes/recipe/snapshot_mnist1d.yaml), chosen on seeds 100-102
 NUM_CYCLES = 4
 NUM_SNAPSHOTS = 3
@@ -81,31 +84,56 @@ def spread(values: Sequence[float]) -> tuple[float, float]:
     return mean, (statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else float("nan"))
 
 
+@dataclass
+class Block:
+    """What one block trains: a model factory, its data, the test tensors and its range test."""
+
+    title: str
+    model: object  # () -> LightningModule
+    dm: L.LightningDataModule
+    x: torch.Tensor
+    y: torch.Tensor
+    range_test: object  # (seed, root) -> RangeTestResult
+
+
+def block(name: str, dm) -> Block:
+    """An MNIST-1D block, or a classification task of the suite (its own data and model)."""
+    if name in BLOCKS:
+        task = BLOCKS[name]
+        x, y = dm._val.tensors
+        return Block(task.name, task.model, dm, x, y, lambda seed, root: range_curve(task, dm, seed, root))
+    task = st.TASKS[name]
+    data = task.datamodule()
+    title = f"{name} (suite: {task.family}, {task.optimizer_label}, batch {task.batch_size})"
+    return Block(title, task.model, data, data.arrays.x_val, data.arrays.y_val,
+                 lambda seed, root: st.sweep(task, seed, root))
+
+
 def run_block(name: str, args: argparse.Namespace, dm, root: str) -> dict[str, object]:
-    task = BLOCKS[name]
-    x, y = dm._val.tensors
+    b = block(name, dm)
+    x, y = b.x, b.y
     results = []
     for seed in args.seeds:
-        curve = range_curve(task, dm, seed, root)
+        curve = b.range_test(seed, root)
         bounds = (curve.base_lr, curve.max_lr)
         L.seed_everything(seed, verbose=False)
-        model = task.model()
+        model = b.model()
         spec = schedules.SGDR(num_cycles=args.cycles, cycle_mult=1.0, cycle_decay=1.0, floor=args.floor, restart_warmup=0.0)
         folder = tempfile.mkdtemp(dir=root)
         ensemble = SnapshotEnsemble(num_snapshots=args.snapshots, dirpath=folder)
         fit = trainer(args.epochs, root, [LRRangeTest(schedule=spec, bounds=bounds, progress_bar=False), ensemble])
-        fit.fit(model, datamodule=dm)
+        fit.fit(model, datamodule=b.dm)
         ensemble_acc = float(fit.callback_metrics["ensemble/val_acc"])
         states = [torch.load(f, map_location="cpu", weights_only=True) for f in snapshot_files(folder)]
         singles = [accuracy(model, s, x, y) for s in states]
         L.seed_everything(seed, verbose=False)
-        reference = task.model()
+        reference = b.model()
         trainer(args.epochs, root, [LRRangeTest(schedule=schedules.OneCycle(), bounds=bounds,
-                                                progress_bar=False)]).fit(reference, datamodule=dm)
+                                                progress_bar=False)]).fit(reference, datamodule=b.dm)
         results.append(SeedResult(seed, bounds, singles, ensemble_acc, accuracy(reference, reference.state_dict(), x, y)))
         print(f"  {name} seed {seed}: snapshots {singles}, ensemble {ensemble_acc:.4f}", file=sys.stderr, flush=True)
 
-    print(f"## {task.name}: {args.epochs} epochs, SGDR {args.cycles} cycles of {args.epochs / args.cycles:g} epochs "
+    print(f"## {b.title}: {args.epochs} epochs, SGDR {args.cycles} cycles of {args.epochs / args.cycles:g} epochs "
           f"(floor {'base_lr' if args.floor is None else args.floor}), ensemble of the last {args.snapshots}\n")
     header = ["seed", "bounds", "snapshots (test acc)", "final model", "best snapshot", f"ensemble of {args.snapshots}",
               "vs best", "vs final", "1cycle, same budget"]
@@ -162,7 +190,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, object]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
-    parser.add_argument("--tasks", nargs="+", default=list(BLOCKS), choices=list(BLOCKS))
+    parser.add_argument("--tasks", nargs="+", default=list(BLOCKS), choices=list(BLOCKS) + list(SUITE_BLOCKS),
+                        help="MNIST-1D blocks (default: all three) or classification tasks of benchmarks/suite.py")
     parser.add_argument("--cycles", type=int, default=NUM_CYCLES, help="SGDR cycles (and snapshots) in the run")
     parser.add_argument("--snapshots", type=int, default=NUM_SNAPSHOTS, help="m: the ensemble of the last m snapshots")
     parser.add_argument("--floor", type=lambda v: None if v == "base_lr" else float(v), default=FLOOR,
@@ -171,6 +200,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, object]]:
     parser.add_argument("--floors", action="store_true",
                         help="instead: the default SGDR with each floor candidate (how the floor default was chosen)")
     args = parser.parse_args(argv)
+    if args.floors and not set(args.tasks) <= set(BLOCKS):
+        parser.error(f"--floors trains the MNIST-1D blocks only ({', '.join(BLOCKS)}), not {args.tasks}")
     setup()
     start = time.time()
     dm = mnist1d(args.num_samples)

@@ -74,12 +74,14 @@ def test_speed_prints_ratios_disk_and_memory():
 
 
 def test_snapshots_prints_every_snapshot_and_the_three_margins():
-    out = run("snapshots.py", *TINY[:2], "--epochs", "4", "--seeds", "0", "--tasks", "cnn-sgd")
-    rows = table(out, "## 1-D CNN")
-    assert set(rows) == {"0", "mean"}
-    snapshots = [float(a) for a in rows["0"][1].split(" / ")]
-    assert len(snapshots) == 4 and float(rows["0"][2]) == snapshots[-1]  # one per cycle; the last is the final model
-    assert float(rows["0"][3]) == max(snapshots)
+    out = run("snapshots.py", *TINY[:2], "--epochs", "4", "--seeds", "0", "--tasks", "cnn-sgd", "mlp-blobs")
+    for title in ("## 1-D CNN", "## mlp-blobs (suite: MLP classifier"):  # an MNIST-1D block and a suite task
+        rows = table(out, title)
+        assert set(rows) == {"0", "mean"}
+        snapshots = [float(a) for a in rows["0"][1].split(" / ")]
+        # one per cycle; the last is the final model (snapshots print 3 digits, the columns 4)
+        assert len(snapshots) == 4 and float(rows["0"][2]) == pytest.approx(snapshots[-1], abs=6e-4)
+        assert float(rows["0"][3]) == pytest.approx(max(snapshots), abs=6e-4)
     for label in ("best single snapshot", "final model", "1cycle single model"):
         assert re.search(rf"^- (PASS|MISS) ensemble vs {label}: [+-]\d", out, re.MULTILINE), label
 
