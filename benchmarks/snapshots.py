@@ -30,7 +30,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import lightning as L
@@ -42,6 +42,7 @@ from lightning_clr import LRRangeTest, SnapshotEnsemble, schedules
 from lightning_clr.compare import markdown
 from lightning_clr.ensemble import snapshot_files
 from lightning_clr.models import MLP
+from lightning_clr.result import RangeTestResult
 
 SEEDS = (0, 1, 2)
 # one more pairing for this benchmark only: the MLP with outcome.py's SGD (momentum 0.9)
@@ -89,11 +90,11 @@ class Block:
     """What one block trains: a model factory, its data, the test tensors and its range test."""
 
     title: str
-    model: object  # () -> LightningModule
+    model: Callable[[], L.LightningModule]
     dm: L.LightningDataModule
     x: torch.Tensor
     y: torch.Tensor
-    range_test: object  # (seed, root) -> RangeTestResult
+    range_test: Callable[[int, str], RangeTestResult]
 
 
 def block(name: str, dm) -> Block:

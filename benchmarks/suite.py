@@ -352,6 +352,11 @@ def print_study(sty: study.Study, lofo: dict, current: study.Candidate, space: s
     print(markdown(["setting", "in-sample error with only this setting changed"], sens) + "\n", flush=True)
 
 
+def others(fams: Sequence[str], held_out: str) -> list[str]:
+    """The families a fold chooses on: all but the held-out one (all of them if it is the only one)."""
+    return [f for f in fams if f != held_out] or list(fams)
+
+
 def print_shapes(names: Sequence[str], choice, error, fams: Sequence[str]) -> dict[str, str]:
     """Each schedule's shape (its options) chosen leave-one-family-out among the trained variants.
 
@@ -367,7 +372,7 @@ def print_shapes(names: Sequence[str], choice, error, fams: Sequence[str]) -> di
         if len(variants) < 2:
             continue
         chosen[cls] = min(variants, key=lambda v: choice(v, fams))
-        picks = {f: min(variants, key=lambda v, f=f: choice(v, [h for h in fams if h != f] or fams)) for f in fams}
+        picks = {f: min(variants, key=lambda v, f=f: choice(v, others(fams, f))) for f in fams}
         held = mean([error(picks[f], [f]) for f in fams])
         for v in variants:
             rows.append([cls, v, f"{choice(v, fams):+.2f}", f"{error(v, fams):+.2f}", str(sum(p == v for p in picks.values())),
@@ -442,7 +447,7 @@ def _run(args, pool, tasks, epochs, seeds, cache) -> dict:
         return statistics.median([sched_error(sc, [f]) for f in fs])
 
     default_sched = min(args.schedules, key=lambda sc: sched_choice(sc, fams))
-    held_rank = {f: sorted(args.schedules, key=lambda sc: sched_choice(sc, [h for h in fams if h != f] or fams))
+    held_rank = {f: sorted(args.schedules, key=lambda sc, f=f: sched_choice(sc, others(fams, f)))
                  for f in fams}
     held_sched = {f: r[0] for f, r in held_rank.items()}
     # the held-out defaults, where they differ, train the schedules best on the other families
