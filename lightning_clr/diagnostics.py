@@ -60,7 +60,8 @@ def plot_range_test(result: RangeTestResult, ax: Any = None) -> Figure:
         ax.set_ylim(low - 0.1 * (start - low + 1e-12), start + 0.5 * (start - low + 1e-12))
     ax.set_xlabel("learning rate")
     ax.set_ylabel("training loss")
-    title = f"LR range test ({result.rule} rule, {result.stop_reason})"
+    reruns = f", {result.reruns} rerun(s) of a shallow sweep" if result.reruns else ""
+    title = f"LR range test ({result.rule} rule, {result.stop_reason}{reruns})"
     if result.fallback:
         title += "\nfallback: " + result.fallback
     ax.set_title(title, fontsize=9)

@@ -27,10 +27,10 @@ from lightning_clr import schedules as _schedules
 from lightning_clr.conditions import check_callbacks, group_ratios, lr_attribute, sweep_optimizer
 from lightning_clr.diagnostics import log_range_test
 from lightning_clr.groups import adopt_new_groups, follow_outside_changes
-from lightning_clr.result import RangeTestError, RangeTestResult
+from lightning_clr.result import RangeTestResult
 from lightning_clr.selection import RULES, select_bounds
 from lightning_clr.settings import check_settings
-from lightning_clr.sweep import continuation, held_out_batches, run_sweep, sweep_lrs
+from lightning_clr.sweep import check_record, continuation, held_out_batches, run_sweep, shallow_fall, sweep_lrs
 
 
 class LRRangeTest(Callback):
@@ -60,6 +60,10 @@ class LRRangeTest(Callback):
             in the schedule, e.g. ``[0.1, 1.0]``; ``None`` keeps the optimizer's LR ratios.
         max_extensions: while the loss is still falling at the last LR, continue the sweep
             by another decade (exponential) or half its length (linear), at most this many times.
+        min_fall: a sweep whose loss falls by less than this fraction of its top trained too
+            little to read (its loss moved only near the unstable LRs): it is run again from
+            the same state with twice the steps, at most ``max_reruns`` times. 0 never reruns.
+        max_reruns: the most reruns of a shallow sweep (``result.reruns`` says how many ran).
         update_attr: write the found ``max_lr`` into the module's ``attr_name`` (as
             Lightning's finder writes its suggestion), e.g. ``model.lr`` or ``model.hparams.lr``.
         attr_name: the attribute for ``update_attr``; ``""`` looks for ``lr`` then ``learning_rate``.
@@ -103,6 +107,8 @@ class LRRangeTest(Callback):
         progress_bar: bool = True,
         group_scales: list[float] | None = None,
         max_extensions: int = 2,
+        min_fall: float = 0.1,
+        max_reruns: int = 2,
         update_attr: bool = False,
         attr_name: str = "",
         metric: str = "train_loss",
@@ -209,28 +215,26 @@ class LRRangeTest(Callback):
 
     def _sweep(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: torch.optim.Optimizer,
                ratios: list[float]) -> RangeTestResult:
-        s = self._s
-        record = run_sweep(trainer, pl_module, optimizer, ratios, sweep_lrs(s.start_lr, s.end_lr, s.num_steps, s.mode),
-                           ema_beta=s.ema_beta, divergence_threshold=s.divergence_threshold,
-                           progress_bar=self._s.progress_bar,
-                           more=partial(continuation, mode=s.mode, num_steps=s.num_steps, limit=s.max_extensions),
-                           val_batches=held_out_batches(trainer, s.val_batches) if s.metric == "val_loss" else None)
-        if not record.lrs and record.stop == "too many skipped steps":
-            raise RangeTestError(
-                f"all {record.skipped} range-test steps were skipped: training_step returned None, or the gradient "
-                "scaler found inf/NaN gradients at every step. Return the loss from training_step, or train with "
-                "precision='bf16-mixed', which needs no scaler."
-            )
-        if not record.lrs:
-            raise RangeTestError(
-                f"the loss was not finite at the first range-test step (lr={s.start_lr:g}): the model or the data "
-                "produce NaN/inf before any real update. Check the inputs and the loss, or lower start_lr."
-            )
+        s, num_steps = self._s, self._s.num_steps
+        for reruns in range(s.max_reruns + 1):
+            record = run_sweep(trainer, pl_module, optimizer, ratios, sweep_lrs(s.start_lr, s.end_lr, num_steps, s.mode),
+                               ema_beta=s.ema_beta, divergence_threshold=s.divergence_threshold,
+                               progress_bar=self._s.progress_bar,
+                               more=partial(continuation, mode=s.mode, num_steps=num_steps, limit=s.max_extensions),
+                               val_batches=held_out_batches(trainer, s.val_batches) if s.metric == "val_loss" else None)
+            check_record(record, s.start_lr)
+            fall = shallow_fall(record.lrs, record.smooth, s.min_fall) if reruns < s.max_reruns else None
+            if trainer.strategy.broadcast(fall, src=0) is None:  # every rank sweeps again, or none
+                break
+            rank_zero_info(f"LRRangeTest: the loss fell by only {fall:.1%} in {num_steps} steps (min_fall="
+                           f"{s.min_fall:g}), too little training to read bounds from; sweeping again with "
+                           f"{2 * num_steps} steps.")
+            num_steps *= 2
         bounds = select_bounds(record.lrs, record.smooth, rule=s.rule, **s.rule_options)
         if bounds.fallback:
             rank_zero_warn(f"LRRangeTest: {bounds.fallback}")
         result = RangeTestResult(record.lrs, record.smooth, record.raw, bounds.base_lr, bounds.max_lr, bounds.rule,
-                                 record.stop, bounds.fallback, ratios, record.skipped, record.extended)
+                                 record.stop, bounds.fallback, ratios, record.skipped, record.extended, reruns)
         return trainer.strategy.broadcast(result, src=0)  # every rank trains with rank zero's bounds
 
     def _install(self, trainer: L.Trainer, optimizer: torch.optim.Optimizer, per_epoch: int,

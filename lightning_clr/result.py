@@ -33,6 +33,8 @@ class RangeTestResult:
             returned ``None``. The same LR is tried again on the next batch.
         extended: how many times the sweep was continued past ``end_lr`` because the loss
             was still falling at its last LR (0 when the sweep found the top of the range).
+        reruns: how many times the sweep was run again with twice the steps because its loss
+            fell by less than ``min_fall``; the curve is the last run's.
     """
 
     lrs: list[float]
@@ -46,6 +48,7 @@ class RangeTestResult:
     group_ratios: list[float] = field(default_factory=lambda: [1.0])
     skipped_steps: int = 0
     extended: int = 0
+    reruns: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """Plain numbers and strings only, so a checkpoint loads with ``torch.load(weights_only=True)``."""

@@ -33,7 +33,7 @@ from lightning_clr.config import COMPOSE_ERRORS, ConfigError, checkpoint_path, o
 from lightning_clr.extras import missing_extra
 from lightning_clr.faults import RunFault, StopOnNonFiniteLoss
 from lightning_clr.preflight import check_checkpoint, explain_override, preflight, resume_path
-from lightning_clr.range_test import RangeTestError
+from lightning_clr.result import RangeTestError, RangeTestResult
 
 register()  # the finder and schedule schemas must be in Hydra's ConfigStore before @hydra.main composes
 
@@ -205,6 +205,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
+def _reruns(result: RangeTestResult) -> str:
+    n = result.reruns
+    return f" after {n} rerun{'s' if n > 1 else ''} of a shallow sweep" if n else ""
+
+
 def _report(trainer: L.Trainer, finder: Any, metrics: dict[str, float]) -> None:
     result = finder.result
     lines = [""]
@@ -212,7 +217,7 @@ def _report(trainer: L.Trainer, finder: Any, metrics: dict[str, float]) -> None:
         lines.append(
             f"bounds: base_lr={result.base_lr:.4g} max_lr={result.max_lr:.4g} (rule={result.rule}, "
             + ("restored from the checkpoint, no range test)" if finder.restored
-               else f"{len(result.lrs)} sweep steps, {result.stop_reason})")
+               else f"{len(result.lrs)} sweep steps{_reruns(result)}, {result.stop_reason})")
         )
         if result.fallback:
             lines.append(f"fallback: {result.fallback}")

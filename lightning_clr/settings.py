@@ -40,6 +40,8 @@ class Settings:
     bounds: tuple[float, float] | None
     group_scales: list[float] | None
     max_extensions: int
+    min_fall: float
+    max_reruns: int
     metric: str
     val_batches: int
     replace_scheduler: bool
@@ -115,6 +117,12 @@ def check_settings(arguments: dict[str, Any], old_names: dict[str, Any], default
             )
     if isinstance(max_extensions, bool) or not isinstance(max_extensions, int) or max_extensions < 0:
         raise ValueError(f"max_extensions must be an integer >= 0, got {max_extensions!r}; 0 never extends the sweep")
+    min_fall, max_reruns = a["min_fall"], a["max_reruns"]
+    if isinstance(min_fall, bool) or not isinstance(min_fall, (int, float)) or not 0 <= min_fall < 1:
+        raise ValueError(f"min_fall must be a fraction in [0, 1), got {min_fall!r}; 0.1 (the default) reruns a sweep "
+                         "that cut the loss by less than 10%, 0 never reruns")
+    if isinstance(max_reruns, bool) or not isinstance(max_reruns, int) or max_reruns < 0:
+        raise ValueError(f"max_reruns must be an integer >= 0, got {max_reruns!r}; 0 never reruns a shallow sweep")
     if schedule is not None and not isinstance(schedule, schedules.Schedule):
         raise TypeError(f"schedule must be a lightning_clr.schedules spec, got {type(schedule).__name__}")
     if a["metric"] not in METRICS:
@@ -123,5 +131,5 @@ def check_settings(arguments: dict[str, Any], old_names: dict[str, Any], default
         raise ValueError(f"val_batches must be an integer >= 1, got {a['val_batches']!r}; 4 is the default")
     return Settings(schedule if schedule is not None else schedules.Triangular(), float(start_lr), float(end_lr),
                     num_steps, mode, float(ema_beta), divergence_threshold, rule, options, bounds, group_scales,
-                    max_extensions, a["metric"], a["val_batches"], bool(a["replace_scheduler"]),
+                    max_extensions, float(min_fall), max_reruns, a["metric"], a["val_batches"], bool(a["replace_scheduler"]),
                     bool(a["progress_bar"]), bool(a["update_attr"]), str(a["attr_name"]))

@@ -38,6 +38,7 @@ from lightning_clr._compat import (
     validation_loaders,
 )
 from lightning_clr.restore import TrainingState
+from lightning_clr.result import RangeTestError
 from lightning_clr.selection import prepare
 
 #: divergence compares the median of the last this-many raw losses (or 5% of the sweep) with its best
@@ -95,6 +96,40 @@ def continuation(lrs: list[float], smooth: list[float], extended: int, *, mode: 
         return [lrs[-1] * math.exp(step * k) for k in range(1, max(1, round(math.log(10) / step)) + 1)]
     step = lrs[-1] - lrs[-2]
     return [lrs[-1] + step * k for k in range(1, num_steps // 2 + 1)]
+
+
+def check_record(record: SweepRecord, start_lr: float) -> None:
+    """Raise :class:`~lightning_clr.result.RangeTestError` for a sweep that recorded no point."""
+    if not record.lrs and record.stop == "too many skipped steps":
+        raise RangeTestError(
+            f"all {record.skipped} range-test steps were skipped: training_step returned None, or the gradient "
+            "scaler found inf/NaN gradients at every step. Return the loss from training_step, or train with "
+            "precision='bf16-mixed', which needs no scaler."
+        )
+    if not record.lrs:
+        raise RangeTestError(
+            f"the loss was not finite at the first range-test step (lr={start_lr:g}): the model or the data "
+            "produce NaN/inf before any real update. Check the inputs and the loss, or lower start_lr."
+        )
+
+
+def shallow_fall(lrs: list[float], smooth: list[float], min_fall: float) -> float | None:
+    """The fall of a readable curve as a fraction of its top loss, when that is below ``min_fall``.
+
+    A sweep that cuts the loss by only a few percent trained too little: the loss moved only
+    at LRs close to unstable, and the rules read the bounds there. (A CNN on a plateau, cut
+    by 2-5% in 200 steps, read ``max_lr`` 0.6-1.0; with 400 steps it fell 7-9% and read
+    0.3, where it trains.) ``None`` when the curve falls enough, when it is flat or too
+    short (the rules' fallbacks handle those), or when its top loss is not positive (the
+    fraction then means nothing).
+    """
+    if min_fall <= 0 or len(lrs) < 3:
+        return None
+    curve = prepare(lrs, smooth)
+    if curve.unreadable is not None or curve.top <= 0:
+        return None
+    fall = curve.fall / curve.top
+    return fall if fall < min_fall else None
 
 
 def run_sweep(

@@ -55,8 +55,8 @@ RUN = [
 ]
 
 
-def launch(out: Path, devices: int) -> subprocess.Popen:
-    overrides = [*RUN, f"trainer.devices={devices}", f"data.batch_size={GLOBAL_BATCH // devices}",
+def launch(out: Path, devices: int, extra: tuple[str, ...] = ()) -> subprocess.Popen:
+    overrides = [*RUN, *extra, f"trainer.devices={devices}", f"data.batch_size={GLOBAL_BATCH // devices}",
                  f"+callbacks.record.folder={out / 'ranks'}", f"hydra.run.dir={out / 'run'}"]
     # run from the checkout (python -m puts it on sys.path): every rank imports tests.rank_recorder
     return subprocess.Popen([sys.executable, "-m", "lightning_clr.run", *overrides], cwd=ROOT, text=True,
@@ -145,6 +145,14 @@ class TestDDP:
             assert sweep[:PASS] != sweep[PASS:2 * PASS]
         assert runs[2][0]["sweep_batches"] != runs[2][1]["sweep_batches"]  # each rank has its own share
 
+    def test_a_shallow_sweep_is_rerun_on_every_rank(self, tmp_path):
+        # min_fall 0.99 calls any curve shallow: one rerun with twice the steps, decided by rank zero
+        records_ = records(tmp_path, launch(tmp_path, 2, ("finder.min_fall=0.99", "finder.max_reruns=1")), 2)
+        rank0, rank1 = (r["result"] for r in records_)
+        assert rank0 == rank1 and rank0["reruns"] == 1
+        assert rank0["lrs"] == sweep_lrs(MIN_LR, MAX_LR, 2 * NUM_STEPS, "exponential")[: len(rank0["lrs"])]
+        assert len(rank0["lrs"]) > NUM_STEPS  # the rerun's curve, not the first sweep's
+
     def test_curve_logged_once_by_rank_zero(self, runs):
         files = sorted((runs["out"] / "run").rglob("events.out.tfevents.*"))
         assert len(files) == 1
@@ -195,7 +203,7 @@ class TestMixedPrecision:
 
         scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
         precision = MixedPrecision("16-mixed", "cpu", scaler=scaler)
-        finder = LRRangeTest(num_steps=20, start_lr=1e-4, end_lr=1e-2, max_extensions=0)
+        finder = LRRangeTest(num_steps=20, start_lr=1e-4, end_lr=1e-2, max_extensions=0, min_fall=0.0)  # one sweep
         trainer = tiny_trainer(tmp_path, callbacks=[finder], max_steps=1, plugins=[precision])
         trainer.fit(Overflowing(tiny_model().net, num_classes=4), datamodule=tiny_data())
         r = finder.result

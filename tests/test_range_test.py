@@ -264,6 +264,8 @@ class TestValidation:
             ({"bounds": (0.001, math.inf)}, r"bounds must satisfy 0 < base_lr <= max_lr <= 10000, .* max_lr=inf"),
             ({"bounds": (0.001, 1e308)}, r"max_lr=1e\+308; e.g. bounds=\[0.01,0.1\]"),
             ({"max_extensions": -1}, "max_extensions must be an integer >= 0"),
+            ({"min_fall": 1.0}, r"min_fall must be a fraction in \[0, 1\), got 1.0; .* 0 never reruns"),
+            ({"max_reruns": 1.5}, "max_reruns must be an integer >= 0, got 1.5"),
             ({"mode": "cubic"}, "mode must be one of"),
             ({"ema_beta": 1.0}, "ema_beta must be in"),
             ({"divergence_threshold": 0.5}, "divergence_threshold must be > 1"),
@@ -360,3 +362,49 @@ def test_batch_size_one_noise_does_not_end_the_sweep(seed, tmp_path):
     # two low samples at the first LRs: those once read as the curve's minimum, giving 1e-5..4e-5
     blow_up = r.lrs[int(np.flatnonzero(np.asarray(r.losses) > 10 * np.median(r.losses))[0])]
     assert 1e-3 < r.max_lr < blow_up / 2 and r.base_lr > 10 * r.lrs[0]
+
+
+class Plateau(L.LightningModule):
+    """A loss of 10 + (w - 1)^2 / 2 from w = 0: every sweep cuts it by under 5%, however long."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(()))
+
+    def training_step(self, batch, batch_idx):
+        return 10.0 + 0.5 * (self.w - 1.0) ** 2 + 0.0 * batch[0].sum()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    def train_dataloader(self):
+        return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.zeros(8, 1)), batch_size=4)
+
+
+class TestShallowSweep:
+    def fit(self, tmp_path, **kwargs):
+        finder = LRRangeTest(schedules.Constant(position=1.0), num_steps=20, start_lr=1e-4, end_lr=1.0,
+                             max_extensions=0, progress_bar=False, **kwargs)
+        model = Plateau()
+        tiny_trainer(tmp_path, callbacks=[finder], max_steps=1).fit(model)
+        return finder.result, model
+
+    def test_is_swept_again_with_twice_the_steps(self, tmp_path):
+        r, _ = self.fit(tmp_path)
+        assert r.reruns == 2 and len(r.lrs) == 80  # 20 -> 40 -> 80 steps, the last curve kept
+        np.testing.assert_allclose(r.lrs, sweep_lrs(1e-4, 1.0, 80, "exponential"), rtol=1e-9)
+        fall = (max(r.losses) - min(r.losses)) / max(r.losses)
+        assert 0.03 < fall < 0.05  # it is shallow, and the reruns stopped at max_reruns
+
+    def test_min_fall_and_max_reruns_turn_it_off(self, tmp_path):
+        for kwargs in ({"min_fall": 0.03}, {"min_fall": 0.0}, {"max_reruns": 0}):
+            r, _ = self.fit(tmp_path, **kwargs)
+            assert r.reruns == 0 and len(r.lrs) == 20, kwargs
+        r, _ = self.fit(tmp_path, max_reruns=1)
+        assert r.reruns == 1 and len(r.lrs) == 40
+
+    def test_every_rerun_starts_from_the_restored_state(self, tmp_path):
+        r, model = self.fit(tmp_path)
+        assert r.raw_losses[0] == pytest.approx(10.5)  # the last sweep began at w = 0 again
+        # and so did training: one SGD step at max_lr from w = 0, where the gradient is -1
+        assert float(model.w.detach()) == pytest.approx(r.max_lr, rel=1e-6)
