@@ -47,8 +47,11 @@ from lightning_clr.result import RangeTestResult
 SEEDS = (0, 1, 2)
 # one more pairing for this benchmark only: the MLP with outcome.py's SGD (momentum 0.9)
 BLOCKS = {**TASKS, "mlp-sgd": Task("MLP, SGD (momentum 0.9)", MLP, torch.optim.SGD, {"momentum": 0.9}, nominal_lr=0.1)}
+# tasks outside the suite, each with its own data and model (suite_tasks.OTHER_TASKS)
+OTHER = st.OTHER_TASKS
 # classification tasks of the suite (suite_tasks.py), each with its own data, model and optimizer
 SUITE_BLOCKS = [n for n, t in st.TASKS.items() if t.loss == "ce"]
+DEFAULT_BLOCKS = [*BLOCKS, *OTHER]
 # the recipe's configuration (recipes/recipe/snapshot_mnist1d.yaml), chosen on seeds 100-102
 NUM_CYCLES = 4
 NUM_SNAPSHOTS = 3
@@ -98,14 +101,14 @@ class Block:
 
 
 def block(name: str, dm) -> Block:
-    """An MNIST-1D block, or a classification task of the suite (its own data and model)."""
+    """An MNIST-1D block, or a task with its own data and model (``OTHER``, or one of the suite)."""
     if name in BLOCKS:
         task = BLOCKS[name]
         x, y = dm._val.tensors
         return Block(task.name, task.model, dm, x, y, lambda seed, root: range_curve(task, dm, seed, root))
-    task = st.TASKS[name]
+    task = OTHER.get(name) or st.TASKS[name]
     data = task.datamodule()
-    title = f"{name} (suite: {task.family}, {task.optimizer_label}, batch {task.batch_size})"
+    title = f"{name} ({'suite: ' if name in st.TASKS else ''}{task.family}, {task.optimizer_label}, batch {task.batch_size})"
     return Block(title, task.model, data, data.arrays.x_val, data.arrays.y_val,
                  lambda seed, root: st.sweep(task, seed, root))
 
@@ -191,8 +194,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, object]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
-    parser.add_argument("--tasks", nargs="+", default=list(BLOCKS), choices=list(BLOCKS) + list(SUITE_BLOCKS),
-                        help="MNIST-1D blocks (default: all three) or classification tasks of benchmarks/suite.py")
+    parser.add_argument("--tasks", nargs="+", default=DEFAULT_BLOCKS, choices=DEFAULT_BLOCKS + SUITE_BLOCKS,
+                        help="MNIST-1D blocks and cnn-walks (the default: all four), or classification tasks of "
+                             "benchmarks/suite.py")
     parser.add_argument("--cycles", type=int, default=NUM_CYCLES, help="SGDR cycles (and snapshots) in the run")
     parser.add_argument("--snapshots", type=int, default=NUM_SNAPSHOTS, help="m: the ensemble of the last m snapshots")
     parser.add_argument("--floor", type=lambda v: None if v == "base_lr" else float(v), default=FLOOR,

@@ -86,6 +86,15 @@ def test_snapshots_prints_every_snapshot_and_the_three_margins():
         assert re.search(rf"^- (PASS|MISS) ensemble vs {label}: [+-]\d", out, re.MULTILINE), label
 
 
+def test_shallow_prints_both_range_tests_and_the_margin():
+    out = run("shallow.py", "--seeds", "0", "--epochs", "1")
+    row = table(out, "## cnn-walks")["0"]
+    fall, reruns, points = float(row[0].rstrip("%")), int(row[3]), int(row[4])
+    assert fall < 10 and reruns >= 1 and points > 200  # cnn-walks is shallow at 200 steps: the rerun's curve is kept
+    assert float(row[5].rstrip("%")) > fall  # the longer sweep cut the loss further
+    assert re.search(r"^- defaults against no rerun: [+-]\d", out, re.MULTILINE)
+
+
 def test_flatness_prints_six_schedules_the_correlations_and_a_plot(tmp_path):
     png = tmp_path / "flatness.png"
     # 6 epochs: StepDecay drops every 5 epochs and refuses a run it would never drop in
