@@ -217,7 +217,8 @@ class LRRangeTest(Callback):
                ratios: list[float]) -> RangeTestResult:
         s, num_steps = self._s, self._s.num_steps
         for reruns in range(s.max_reruns + 1):
-            record = run_sweep(trainer, pl_module, optimizer, ratios, sweep_lrs(s.start_lr, s.end_lr, num_steps, s.mode),
+            lrs = sweep_lrs(s.start_lr, s.end_lr, num_steps, s.mode)
+            record = run_sweep(trainer, pl_module, optimizer, ratios, lrs,
                                ema_beta=s.ema_beta, divergence_threshold=s.divergence_threshold,
                                progress_bar=self._s.progress_bar,
                                more=partial(continuation, mode=s.mode, num_steps=num_steps, limit=s.max_extensions),

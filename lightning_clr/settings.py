@@ -131,5 +131,5 @@ def check_settings(arguments: dict[str, Any], old_names: dict[str, Any], default
         raise ValueError(f"val_batches must be an integer >= 1, got {a['val_batches']!r}; 4 is the default")
     return Settings(schedule if schedule is not None else schedules.Triangular(), float(start_lr), float(end_lr),
                     num_steps, mode, float(ema_beta), divergence_threshold, rule, options, bounds, group_scales,
-                    max_extensions, float(min_fall), max_reruns, a["metric"], a["val_batches"], bool(a["replace_scheduler"]),
-                    bool(a["progress_bar"]), bool(a["update_attr"]), str(a["attr_name"]))
+                    max_extensions, float(min_fall), max_reruns, a["metric"], a["val_batches"],
+                    bool(a["replace_scheduler"]), bool(a["progress_bar"]), bool(a["update_attr"]), str(a["attr_name"]))
