@@ -55,6 +55,11 @@ def _finite_positive(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and 0 < value <= MAX_LR
 
 
+def _count(value: Any, low: int) -> bool:
+    """An ``int`` (not a bool) of at least ``low``."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
 def check_settings(arguments: dict[str, Any], old_names: dict[str, Any], defaults: Mapping[str, Any],
                    rules: Mapping[str, Callable[..., Any]]) -> Settings:
     """Validate and normalise the arguments of :class:`~lightning_clr.LRRangeTest`.
@@ -85,7 +90,7 @@ def check_settings(arguments: dict[str, Any], old_names: dict[str, Any], default
     if not (_finite_positive(end_lr) and end_lr > start_lr):
         raise ValueError(f"end_lr ({end_lr}) must be a finite number above start_lr ({start_lr}), at most {MAX_LR:g}; "
                          "e.g. end_lr=10")
-    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < MIN_STEPS:
+    if not _count(num_steps, MIN_STEPS):
         raise ValueError(f"num_steps must be an integer >= {MIN_STEPS} to read a curve, got {num_steps!r}; "
                          "200 is the default")
     if not 0 <= ema_beta < 1:
@@ -115,19 +120,19 @@ def check_settings(arguments: dict[str, Any], old_names: dict[str, Any], default
                 f"group_scales must be one finite positive number per param group, got {group_scales}; "
                 "e.g. [0.1, 1.0] for two groups, or None to keep the optimizer's LR ratios"
             )
-    if isinstance(max_extensions, bool) or not isinstance(max_extensions, int) or max_extensions < 0:
+    if not _count(max_extensions, 0):
         raise ValueError(f"max_extensions must be an integer >= 0, got {max_extensions!r}; 0 never extends the sweep")
     min_fall, max_reruns = a["min_fall"], a["max_reruns"]
     if isinstance(min_fall, bool) or not isinstance(min_fall, (int, float)) or not 0 <= min_fall < 1:
         raise ValueError(f"min_fall must be a fraction in [0, 1), got {min_fall!r}; 0.1 (the default) reruns a sweep "
                          "that cut the loss by less than 10%, 0 never reruns")
-    if isinstance(max_reruns, bool) or not isinstance(max_reruns, int) or max_reruns < 0:
+    if not _count(max_reruns, 0):
         raise ValueError(f"max_reruns must be an integer >= 0, got {max_reruns!r}; 0 never reruns a shallow sweep")
     if schedule is not None and not isinstance(schedule, schedules.Schedule):
         raise TypeError(f"schedule must be a lightning_clr.schedules spec, got {type(schedule).__name__}")
     if a["metric"] not in METRICS:
         raise ValueError(f"metric must be one of {METRICS}, got {a['metric']!r}")
-    if isinstance(a["val_batches"], bool) or not isinstance(a["val_batches"], int) or a["val_batches"] < 1:
+    if not _count(a["val_batches"], 1):
         raise ValueError(f"val_batches must be an integer >= 1, got {a['val_batches']!r}; 4 is the default")
     return Settings(schedule if schedule is not None else schedules.Triangular(), float(start_lr), float(end_lr),
                     num_steps, mode, float(ema_beta), divergence_threshold, rule, options, bounds, group_scales,
