@@ -216,13 +216,14 @@ class LRRangeTest(Callback):
     def _sweep(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: torch.optim.Optimizer,
                ratios: list[float]) -> RangeTestResult:
         s, num_steps = self._s, self._s.num_steps
+        val_batches = held_out_batches(trainer, s.val_batches) if s.metric == "val_loss" else None  # once, for every run
         for reruns in range(s.max_reruns + 1):
             lrs = sweep_lrs(s.start_lr, s.end_lr, num_steps, s.mode)
             record = run_sweep(trainer, pl_module, optimizer, ratios, lrs,
                                ema_beta=s.ema_beta, divergence_threshold=s.divergence_threshold,
-                               progress_bar=self._s.progress_bar,
+                               progress_bar=s.progress_bar,
                                more=partial(continuation, mode=s.mode, num_steps=num_steps, limit=s.max_extensions),
-                               val_batches=held_out_batches(trainer, s.val_batches) if s.metric == "val_loss" else None)
+                               val_batches=val_batches)
             check_record(record, s.start_lr)
             fall = shallow_fall(record.lrs, record.smooth, s.min_fall) if reruns < s.max_reruns else None
             if trainer.strategy.broadcast(fall, src=0) is None:  # every rank sweeps again, or none
