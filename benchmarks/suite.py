@@ -71,6 +71,8 @@ SCHEDULES: dict[str, tuple[str, dict]] = {
     "SGDR(floor=0)": ("SGDR", {"floor": 0.0}),
     "SGDR(cycle_decay=1)": ("SGDR", {"cycle_decay": 1.0}),
 }
+#: candidates of LRRangeTest(min_fall=): a sweep cutting the loss by less reruns with twice the steps (0: never)
+MIN_FALLS = (0.0, 0.05, 0.1, 0.2, 0.3)
 HELD_OUT_SCHEDULES = 2  # the held-out defaults train the 2 schedules best on the other families
 # the cost of one training relative to the others, to start the long jobs first
 COST = {"gru-lm": 5, "transformer-lm": 6, "transformer-clf": 3, "resnet-digits": 3, "conv-digits": 2}
@@ -82,10 +84,13 @@ def schedule(name: str) -> schedules.Schedule:
 
 
 def finder_kwargs(start: float, end: float, steps: int, beta: float, threshold: float | None, rule: str,
-                  rule_options: dict | None = None) -> dict:
-    """``LRRangeTest`` arguments under the names this version of the library takes."""
+                  rule_options: dict | None = None, min_fall: float | None = None) -> dict:
+    """``LRRangeTest`` arguments under the names this version of the library takes
+    (``min_fall=None``: the library's default)."""
     params = inspect.signature(LRRangeTest.__init__).parameters
     kw = {"num_steps": steps, "divergence_threshold": threshold, "rule": rule}
+    if min_fall is not None and "min_fall" in params:
+        kw["min_fall"] = min_fall
     kw.update({"start_lr": start, "end_lr": end} if "start_lr" in params else {"min_lr": start, "max_lr": end})
     kw["ema_beta" if "ema_beta" in params else "smoothing"] = beta
     if rule_options and "rule_options" in params:
@@ -121,7 +126,8 @@ def work(job: tuple) -> tuple[tuple, object]:
         return job, {"lr": lr, "score": None if lr is None else st.fit(task, seed, epochs, root, lr=lr)}
     if kind == "record":
         steps = job[3]
-        r = st.sweep(task, seed, root, **finder_kwargs(*RECORD_RANGE, steps, 0.9, 50.0, "smith"))
+        # min_fall 0: a recording has exactly its planned steps per decade, never a rerun's
+        r = st.sweep(task, seed, root, **finder_kwargs(*RECORD_RANGE, steps, 0.9, 50.0, "smith", min_fall=0.0))
         return job, {"lrs": list(r.lrs), "raw": list(r.raw_losses), "stop": r.stop_reason}
     if kind == "bare":
         epochs = job[3]
@@ -130,13 +136,13 @@ def work(job: tuple) -> tuple[tuple, object]:
         r = finder.result
         return job, {"score": score, "base_lr": r.base_lr, "max_lr": r.max_lr, "stop": r.stop_reason,
                      "schedule": type(getattr(finder, "schedule", None)).__name__}
-    if kind == "sweep":
-        c = job[3]
+    if kind == "sweep":  # ("sweep", task, seed, candidate[, min_fall])
+        c, min_fall = job[3], (job[4] if len(job) > 4 else None)
         r = st.sweep(task, seed, root, **finder_kwargs(c.start_lr, c.end_lr, c.num_steps, c.ema_beta,
-                                                      c.divergence_threshold, c.rule, c.rule_options))
+                                                      c.divergence_threshold, c.rule, c.rule_options, min_fall))
         b = select_bounds(r.lrs, r.losses, rule=c.rule, **c.rule_options)
         return job, {"base_lr": b.base_lr, "max_lr": b.max_lr, "fallback": b.fallback, "stop": r.stop_reason,
-                     "finder_max_lr": r.max_lr, "points": len(r.lrs)}
+                     "finder_max_lr": r.max_lr, "points": len(r.lrs), "reruns": getattr(r, "reruns", 0)}
     if kind == "train":
         epochs, sched, base, top = job[3:]
         finder = LRRangeTest(schedule=schedule(sched), bounds=(base, top), progress_bar=False)
@@ -357,6 +363,13 @@ def others(fams: Sequence[str], held_out: str) -> list[str]:
     return [f for f in fams if f != held_out] or list(fams)
 
 
+def lofo_pick(values: Sequence, choice, error, fams: Sequence[str]) -> tuple[object, dict[str, object], float]:
+    """Leave-one-family-out: the value ``choice(v, families)`` ranks first on all families, the pick
+    of each fold (on the other families) and the mean ``error`` of the picks on their held-out family."""
+    picks = {f: min(values, key=lambda v, f=f: choice(v, others(fams, f))) for f in fams}
+    return min(values, key=lambda v: choice(v, fams)), picks, mean([error(picks[f], [f]) for f in fams])
+
+
 def print_shapes(names: Sequence[str], choice, error, fams: Sequence[str]) -> dict[str, str]:
     """Each schedule's shape (its options) chosen leave-one-family-out among the trained variants.
 
@@ -371,9 +384,7 @@ def print_shapes(names: Sequence[str], choice, error, fams: Sequence[str]) -> di
     for cls, variants in classes.items():
         if len(variants) < 2:
             continue
-        chosen[cls] = min(variants, key=lambda v: choice(v, fams))
-        picks = {f: min(variants, key=lambda v, f=f: choice(v, others(fams, f))) for f in fams}
-        held = mean([error(picks[f], [f]) for f in fams])
+        chosen[cls], picks, held = lofo_pick(variants, choice, error, fams)
         for v in variants:
             rows.append([cls, v, f"{choice(v, fams):+.2f}", f"{error(v, fams):+.2f}", str(sum(p == v for p in picks.values())),
                          f"{held:+.2f}" if v == chosen[cls] else ""])
@@ -439,9 +450,12 @@ def _run(args, pool, tasks, epochs, seeds, cache) -> dict:
         return [trains[j] for j in train_jobs(c, n, [sc])]
 
     # 4) which schedule wins, leave-one-family-out (on the chosen defaults' trainings)
-    def sched_error(sc, fs):
+    def family_regret(scores_of, fs):  # scores_of(task) -> its per-seed scores; the mean over families fs
         return mean([mean([mean([study.trained_regret(v, oracle[n], tasks[n].higher_is_better)
-                                 for v in scores(chosen, n, sc)]) for n in tasks if families[n] == f]) for f in fs])
+                                 for v in scores_of(n)]) for n in tasks if families[n] == f]) for f in fs])
+
+    def sched_error(sc, fs):
+        return family_regret(lambda n: scores(chosen, n, sc), fs)
 
     def sched_choice(sc, fs):  # the median family: one family's collapsed seed (a regret of +-7) cannot decide
         return statistics.median([sched_error(sc, [f]) for f in fs])
@@ -455,6 +469,28 @@ def _run(args, pool, tasks, epochs, seeds, cache) -> dict:
                   for n in tasks}
     trains.update(run_jobs(pool, [j for n in tasks if held[families[n]] != chosen
                                   for j in train_jobs(held[families[n]], n, held_names[n])], "held-out schedules"))
+
+    # 4b) the shallow-sweep threshold: the chosen defaults' sweep at each min_fall, the default schedule trained
+    # between its bounds (bounds equal to another candidate's share its training)
+    mf_default = inspect.signature(LRRangeTest.__init__).parameters["min_fall"].default
+    mf_sweeps = {(mf_default, n, s): bounds[(chosen, n, s)] for n in tasks for s in seeds}
+    mf_sweeps.update({(j[4], j[1], j[2]): r for j, r in run_jobs(pool, [
+        ("sweep", n, s, chosen, mf) for mf in MIN_FALLS if mf != mf_default for n in tasks for s in seeds],
+        "min_fall sweeps").items()})
+
+    def mf_job(mf, n, s):
+        b = mf_sweeps[(mf, n, s)]
+        return ("train", n, s, epochs[n], default_sched, b["base_lr"], b["max_lr"])
+
+    trains.update(run_jobs(pool, list(dict.fromkeys(j for mf in MIN_FALLS for n in tasks for s in seeds
+                                                    if (j := mf_job(mf, n, s)) not in trains)), "min_fall trainings"))
+
+    def mf_error(mf, fs):
+        return family_regret(lambda n: [trains[mf_job(mf, n, s)] for s in seeds], fs)
+
+    def mf_choice(mf, fs):  # as the schedules, the median family; an exact tie goes to the lower mean, then
+        # to the larger min_fall (a sweep it reruns was shallow)
+        return (round(statistics.median([mf_error(mf, [f]) for f in fs]), 9), round(mf_error(mf, fs), 9), -mf)
 
     # 5) per task tables and targets (targets on the held-out choices)
     summary, per_task = [], {}
@@ -544,6 +580,18 @@ def _run(args, pool, tasks, epochs, seeds, cache) -> dict:
 
     shapes = print_shapes(args.schedules, sched_choice, sched_error, fams)
 
+    mf_chosen, mf_picks, mf_held = lofo_pick(MIN_FALLS, mf_choice, mf_error, fams)
+    print(f"## Shallow-sweep reruns (min_fall, chosen leave-one-family-out; {default_sched} trained between each "
+          "one's bounds)\n")
+    print(markdown(["min_fall", "median family", "mean", "sweeps rerun", "chosen in folds"],
+                   [[f"{mf:g}" + (" (default)" if mf == mf_default else ""), f"{mf_choice(mf, fams)[0]:+.2f}",
+                     f"{mf_error(mf, fams):+.2f}",
+                     (f"{sum(mf_sweeps[(mf, n, s)]['reruns'] > 0 for n in tasks for s in seeds)} of "
+                      f"{len(tasks) * len(seeds)}"), str(sum(p == mf for p in mf_picks.values()))]
+                    for mf in MIN_FALLS]) + "\n")
+    print(f"min_fall chosen on all families: {mf_chosen:g}; held-out error of the fold choices {mf_held:+.2f} ("
+          + ", ".join(f"{f}: {mf_picks[f]:g}" for f in fams) + "); ties: the lower mean, then the larger value\n")
+
     print("## Summary (targets with the held-out choices)\n")
     print(markdown(["task", "family", "oracle LR", "max_lr / oracle", "LRRangeTest() max_lr / oracle",
                     "best of ours vs oracle", "best >= oracle - tol", "default beats finders", "max_lr >= oracle/3"],
@@ -552,6 +600,7 @@ def _run(args, pool, tasks, epochs, seeds, cache) -> dict:
     print(f"Targets met: quality {passes[0]}/{len(tasks)}, beats finders {passes[1]}/{len(tasks)}, "
           f"max_lr {passes[2]}/{len(tasks)}\n", flush=True)
     report = {"chosen": chosen.as_dict(), "default_schedule": default_sched, "held_schedule": held_sched, "shapes": shapes,
+              "min_fall": {"chosen": mf_chosen, "held_out": mf_held, "folds": mf_picks},
               "held": {f: c.as_dict() for f, c in held.items()}, "in_sample": lofo["in_sample"],
               "held_out": lofo["held_out"], "tasks": per_task}
     if args.json:
