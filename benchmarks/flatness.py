@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from common import TASKS, machine, mnist1d, range_curve, setup, trainer
 
 from lightning_clr import FlatnessProbe, LRRangeTest, schedules
-from lightning_clr.compare import markdown
+from lightning_clr.cli.compare import markdown
 
 SEEDS = (0, 1, 2)
 SCHEDULES = ("Constant", "StepDecay", "Cosine", "Triangular2", "SGDR", "OneCycle")

@@ -35,8 +35,8 @@ from hydra.utils import instantiate
 from omegaconf import open_dict
 from torch.optim.lr_scheduler import CyclicLR
 
-from lightning_clr import steps
-from lightning_clr.run import build, config_dir
+from lightning_clr.cli.main import build, config_dir
+from lightning_clr.range_test import steps
 
 
 class StepTimer(L.Callback):

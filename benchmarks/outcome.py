@@ -48,8 +48,8 @@ from common import (
 )
 
 from lightning_clr import LRRangeTest, schedules
-from lightning_clr.compare import markdown
-from lightning_clr.settings import MIN_STEPS
+from lightning_clr.cli.compare import markdown
+from lightning_clr.range_test.settings import MIN_STEPS
 
 SEEDS = (0, 1, 2)
 SCHEDULES = ("Constant", "Triangular", "Triangular2", "ExpRange", "SGDR", "OneCycle")

@@ -27,7 +27,7 @@ import suite_tasks as st
 from common import machine, setup
 
 from lightning_clr import LRRangeTest
-from lightning_clr.compare import markdown
+from lightning_clr.cli.compare import markdown
 from lightning_clr.selection import prepare
 
 TASKS = {**st.OTHER_TASKS, **st.TASKS}

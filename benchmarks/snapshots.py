@@ -39,10 +39,10 @@ import torch
 from common import TASKS, Task, header, mnist1d, range_curve, setup, train, trainer
 
 from lightning_clr import LRRangeTest, SnapshotEnsemble, schedules
-from lightning_clr.compare import markdown
-from lightning_clr.ensemble import snapshot_files
+from lightning_clr.callbacks.ensemble import snapshot_files
+from lightning_clr.cli.compare import markdown
 from lightning_clr.models import MLP
-from lightning_clr.result import RangeTestResult
+from lightning_clr.range_test.result import RangeTestResult
 
 SEEDS = (0, 1, 2)
 # one more pairing for this benchmark only: the MLP with outcome.py's SGD (momentum 0.9)

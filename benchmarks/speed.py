@@ -47,9 +47,9 @@ from lightning.pytorch.tuner import Tuner
 from torch.optim.lr_scheduler import CosineAnnealingWarmRestarts, CyclicLR
 
 from lightning_clr import LRRangeTest, schedules
-from lightning_clr.compare import markdown
-from lightning_clr.restore import TrainingState
-from lightning_clr.settings import MIN_STEPS
+from lightning_clr.cli.compare import markdown
+from lightning_clr.range_test.restore import TrainingState
+from lightning_clr.range_test.settings import MIN_STEPS
 
 BOUNDS = (0.05, 0.25)  # for the hand-configured side; the time per step does not depend on them
 

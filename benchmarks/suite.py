@@ -49,7 +49,7 @@ import suite_tasks as st
 from common import geo_mean, lightning_lr, machine, mean, setup
 
 from lightning_clr import LRRangeTest, schedules
-from lightning_clr.compare import markdown
+from lightning_clr.cli.compare import markdown
 from lightning_clr.selection import select_bounds
 
 HERE = Path(__file__).resolve().parent

@@ -1,4 +1,5 @@
-"""Every private name of Lightning, torchmetrics and torch that the package uses, in one place.
+"""Compatibility in one place: every private name of Lightning, torchmetrics and torch that
+the package uses, and the old names of renamed arguments (:func:`renamed`).
 
 The range test trains inside ``fit`` before the first epoch, on the Trainer's own
 strategy, so it needs a few pieces of the fit loop that Lightning keeps private. Each
@@ -11,6 +12,7 @@ allows against these.
 from __future__ import annotations
 
 import inspect
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -32,6 +34,7 @@ from torchmetrics import Metric
 
 __all__ = [
     "FIT_WEIGHTS_ONLY",
+    "renamed",
     "combined_loader",
     "metric_state",
     "private_iterator",
@@ -131,3 +134,32 @@ def validation_loaders(trainer: L.Trainer) -> list[Any]:
 FIT_WEIGHTS_ONLY: dict[str, bool] = (
     {"weights_only": True} if "weights_only" in inspect.signature(L.Trainer.fit).parameters else {}
 )
+
+
+# Renamed arguments: the old name keeps working for a while, with a warning naming the new one.
+def renamed(owner: str, old: dict[str, Any], names: dict[str, str], given: dict[str, Any]) -> dict[str, Any]:
+    """Map old keyword arguments to their new names, warning once per use.
+
+    Args:
+        owner: what takes the arguments, for the messages (e.g. ``"LRRangeTest"``).
+        old: the keyword arguments received under old (or unknown) names.
+        names: ``{old_name: new_name}``.
+        given: the new-name arguments as passed, to refuse an argument given under both names.
+
+    Returns:
+        ``{new_name: value}`` for every old name in ``old``.
+
+    Raises:
+        TypeError: for a name that is neither current nor a known old one, or a value
+            given under both its old and its new name.
+    """
+    out: dict[str, Any] = {}
+    for key, value in old.items():
+        if key not in names:
+            raise TypeError(f"{owner}() got an unexpected keyword argument {key!r}")
+        new = names[key]
+        if given.get(new) is not None:
+            raise TypeError(f"{owner}: {key}= is the old name of {new}=; pass only {new}=")
+        warnings.warn(f"{owner}: {key}= is renamed {new}=; {key}= will be removed", DeprecationWarning, stacklevel=3)
+        out[new] = value
+    return out

@@ -8,7 +8,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
-from lightning_clr.run import config_dir, train
+from lightning_clr.cli.main import config_dir, train
 
 # The tests train tiny models: one thread each is many times faster than two threads
 # fighting over the two cores of a CI machine (subprocesses inherit the variable).

@@ -16,7 +16,8 @@ from typing import Any
 
 import lightning as L
 
-from lightning_clr import LRRangeTest, steps
+from lightning_clr import LRRangeTest
+from lightning_clr.range_test import steps
 
 
 class RankRecorder(L.Callback):

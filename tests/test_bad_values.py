@@ -107,7 +107,7 @@ def _tensorboard_run(root: Path) -> Path:
 def _compare(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     import sys
 
-    return subprocess.run([sys.executable, "-m", "lightning_clr.compare", *args], cwd=cwd, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "lightning_clr.cli.compare", *args], cwd=cwd, capture_output=True,
                           text=True, timeout=600, check=False)
 
 

@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.utils.tensorboard import SummaryWriter
 
-from lightning_clr.compare import (
+from lightning_clr.cli.compare import (
     CompareRuns,
     Run,
     compare,
@@ -24,7 +24,7 @@ from lightning_clr.compare import (
     runs_figure,
     summarize,
 )
-from lightning_clr.run import train
+from lightning_clr.cli.main import train
 from tests.conftest import SMALL, compose_config
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -12,7 +12,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from lightning_clr import LRRangeTest, schedules
-from lightning_clr.run import config_dir
+from lightning_clr.cli.main import config_dir
 from tests.conftest import compose_config
 
 CONF = Path(config_dir())

@@ -34,8 +34,8 @@ from lightning.pytorch.plugins import MixedPrecision
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lightning_clr import LRRangeTest, schedules
-from lightning_clr.run import config_dir
-from lightning_clr.sweep import sweep_lrs
+from lightning_clr.cli.main import config_dir
+from lightning_clr.range_test.sweep import sweep_lrs
 from tests.helpers import tiny_data, tiny_model, tiny_trainer
 
 ROOT = Path(__file__).resolve().parents[1]

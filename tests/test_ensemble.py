@@ -17,8 +17,8 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_clr import FlatnessProbe, LRRangeTest, SnapshotEnsemble, load_ensemble, schedules
-from lightning_clr.batches import BatchLayoutError
-from lightning_clr.ensemble import snapshot_files
+from lightning_clr.callbacks.batches import BatchLayoutError
+from lightning_clr.callbacks.ensemble import snapshot_files
 from lightning_clr.models import MLP, Classifier
 from tests.helpers import LRRecorder, tiny_data, tiny_model, tiny_trainer
 
@@ -305,7 +305,7 @@ def test_the_check_draws_no_random_numbers_from_the_run(tmp_path):
 
 
 def test_snapshot_recipe_composes_and_ensembles(tmp_path):
-    from lightning_clr.run import build
+    from lightning_clr.cli.main import build
     from tests.conftest import compose_config
 
     cfg = compose_config(["+recipe=snapshot_mnist1d", "data=synthetic", "trainer.max_epochs=4",

@@ -13,8 +13,8 @@ import yaml
 from lightning.pytorch.loggers import CSVLogger
 
 from lightning_clr import LRRangeTest, RangeTestError, range_test
+from lightning_clr.cli.main import _report, train
 from lightning_clr.models import MLP, Classifier
-from lightning_clr.run import _report, train
 from tests.conftest import SMALL, compose_config
 from tests.helpers import LRRecorder, tiny_data, tiny_trainer
 

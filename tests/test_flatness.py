@@ -11,7 +11,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from torch import nn
 
 from lightning_clr import FlatnessProbe, LRRangeTest, measure_flatness, schedules
-from lightning_clr.flatness import filter_normalized_direction
+from lightning_clr.callbacks.flatness import filter_normalized_direction
 from tests.helpers import tiny_data, tiny_model, tiny_trainer
 
 

@@ -14,7 +14,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from lightning_clr import LRRangeTest, RangeTestError, schedules
 from lightning_clr._compat import FIT_WEIGHTS_ONLY
-from lightning_clr.sweep import sweep_lrs
+from lightning_clr.range_test.sweep import sweep_lrs
 from tests.helpers import LRRecorder, tiny_data, tiny_model, tiny_trainer
 
 

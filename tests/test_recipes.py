@@ -15,9 +15,9 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+from lightning_clr.cli.main import build, config_dir
 from lightning_clr.data import CIFAR10DataModule, FakeCIFAR10DataModule
 from lightning_clr.data.cifar import random_crop_flip
-from lightning_clr.run import build, config_dir
 from tests.conftest import compose_config
 
 RECIPE_DIR = Path(next(iter(lightning_clr.recipes.__path__))) / "recipe"
@@ -86,7 +86,7 @@ def test_mnist1d_recipe_sweeps_four_schedules_and_compares():
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         cfg = compose("config", overrides=["+recipe=mnist1d_compare"], return_hydra_config=True)
     assert cfg.hydra.sweeper.params["+schedule"] == "constant,triangular2,sgdr,one_cycle"
-    assert cfg.hydra.callbacks.compare._target_ == "lightning_clr.compare.CompareRuns"
+    assert cfg.hydra.callbacks.compare._target_ == "lightning_clr.cli.compare.CompareRuns"
     assert {"snapshot", "flatness"} <= set(cfg.callbacks)
 
 

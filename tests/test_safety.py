@@ -20,10 +20,10 @@ import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from lightning_clr import LRRangeTest
-from lightning_clr.checkpointing import AtomicCheckpointIO, SafeCheckpoint, remove_stale_temp_files
+from lightning_clr.cli.checkpointing import AtomicCheckpointIO, SafeCheckpoint, remove_stale_temp_files
+from lightning_clr.cli.faults import NonFiniteLossError, StopOnNonFiniteLoss
+from lightning_clr.cli.rundir import OWNER_FILE, RunDirInUse, claim, job_id
 from lightning_clr.data import CIFAR10DataModule
-from lightning_clr.faults import NonFiniteLossError, StopOnNonFiniteLoss
-from lightning_clr.rundir import OWNER_FILE, RunDirInUse, claim, job_id
 from tests.faulty_models import NaNFromStep
 from tests.helpers import tiny_data, tiny_model, tiny_trainer
 

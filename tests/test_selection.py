@@ -351,7 +351,7 @@ class TestShortSweeps:
     @pytest.mark.parametrize("n", [20, 25, 30])
     @pytest.mark.parametrize("rule", ALL_RULES)
     def test_the_smallest_allowed_sweep_reads_the_curve_like_a_dense_one(self, n, rule):
-        from lightning_clr.settings import MIN_STEPS
+        from lightning_clr.range_test.settings import MIN_STEPS
 
         assert MIN_STEPS <= 20
         dense = select_bounds(*self.curve(400), rule)

@@ -20,8 +20,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from lightning_clr.grid_check import grid_sweep, log_grid
-from lightning_clr.run import config_dir
+from lightning_clr.cli.grid_check import grid_sweep, log_grid
+from lightning_clr.cli.main import config_dir
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TINY = ["data=synthetic", "trainer.max_epochs=1", "finder.num_steps=20", "trainer.enable_progress_bar=false"]
@@ -131,7 +131,7 @@ def test_lr_grid_on_a_users_own_model(tmp_path):
     log_dir = _job(sweep, 2)[0]
     assert f"range-test run (Constant between the bounds): val_loss {_final(log_dir, 'val_loss'):.4f}" in proc.stdout
     _assert_png(sweep / "lr_grid.png", (700, 800))
-    from lightning_clr.compare import compare
+    from lightning_clr.cli.compare import compare
 
     with pytest.raises(ValueError, match=r"metric=val/acc: no grid run logged it; choose one of .*val_acc"):
         compare([sweep], png=None)
@@ -142,7 +142,7 @@ def test_submitit_local_runs_each_schedule_in_its_own_process(tmp_path):
                         'pip install "lightning-clr[cluster]"')
     sweep = tmp_path / "sub"
     cmd = ["-m", "hydra/launcher=submitit_local", "+schedule=constant,sgdr", *TINY, f"hydra.sweep.dir={sweep}",
-           "+hydra.callbacks.compare._target_=lightning_clr.compare.CompareRuns"]
+           "+hydra.callbacks.compare._target_=lightning_clr.cli.compare.CompareRuns"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("HYDRA_FULL_ERROR", None)
     proc = subprocess.Popen([sys.executable, "-m", "lightning_clr.run", *cmd], cwd=tmp_path, env=env,

@@ -20,8 +20,8 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_clr.config import ConfigError
-from lightning_clr.run import build, train
+from lightning_clr.cli.config import ConfigError
+from lightning_clr.cli.main import build, train
 from tests.conftest import compose_config
 
 USERPKG = Path(__file__).resolve().parent / "userpkg"

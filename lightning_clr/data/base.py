@@ -7,6 +7,10 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 
+class DataFileError(ValueError):
+    """A data file that cannot be what the data module reads; ``str()`` is one line naming the key and the fix."""
+
+
 class TensorDataModule(L.LightningDataModule):
     """Serves ``(x, y)`` tensors held in memory; subclasses fill them in :meth:`_make`.
 

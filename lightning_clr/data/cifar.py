@@ -30,8 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lightning_clr.config import ConfigError
-from lightning_clr.data.base import TensorDataModule
+from lightning_clr.data.base import DataFileError, TensorDataModule
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)   # per-channel mean of the training images, on a 0-1 scale
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)    # per-channel standard deviation, on a 0-1 scale
@@ -71,7 +70,7 @@ def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """Images ``uint8 (N, 3, 32, 32)`` and labels ``int64 (N,)`` of one ``cifar-10-batches-py`` file.
 
     Raises:
-        ConfigError: the file is not a CIFAR-10 batch (refused content, wrong structure,
+        DataFileError: the file is not a CIFAR-10 batch (refused content, wrong structure,
             truncated); one line naming the file and the fix.
     """
     try:
@@ -84,7 +83,7 @@ def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
         if y.shape != (len(x),):
             raise ValueError(f"{len(x)} images but labels of shape {y.shape}")
     except (pickle.UnpicklingError, ValueError, TypeError, KeyError, EOFError, IndexError, AttributeError) as err:
-        raise ConfigError(
+        raise DataFileError(
             f"data.data_dir: {path} is not a CIFAR-10 python batch ({type(err).__name__}: {err}); unpack the original "
             "cifar-10-python.tar.gz there, or set data.download=true in an empty data_dir"
         ) from None

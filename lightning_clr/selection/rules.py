@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lightning_clr.deprecation import renamed
+from lightning_clr._compat import renamed
 from lightning_clr.selection.curve import (
     ArrayLike,
     Curve,

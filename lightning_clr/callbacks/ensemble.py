@@ -29,8 +29,8 @@ from torch import nn
 from torch.func import functional_call
 from typing_extensions import override
 
-from lightning_clr import steps
-from lightning_clr.batches import BatchLayout, Picker, first_batch
+from lightning_clr.callbacks.batches import BatchLayout, Picker, first_batch
+from lightning_clr.range_test import steps
 from lightning_clr.schedules import Schedule
 
 SNAPSHOT_FILE = re.compile(r"^cycle_(\d+)\.pt$")
@@ -66,7 +66,7 @@ class SnapshotEnsemble(Callback):
     With two or more snapshots, every validation also runs the last ``m`` snapshots on the
     validation batches (recomputed only when a snapshot joins) and logs ``ensemble/val_loss``,
     ``ensemble/val_acc`` and ``ensemble/size`` next to ``val/*``. Validation batches must be
-    taken apart by ``inputs`` and ``target`` (a :class:`~lightning_clr.batches.BatchLayout`):
+    taken apart by ``inputs`` and ``target`` (a :class:`~lightning_clr.callbacks.batches.BatchLayout`):
     ``(x, y)`` pairs by default, a dict with ``inputs="x", target="y"``, a model with several
     inputs with ``inputs=[0, 1], target=2``; the module's ``forward(*inputs)`` must return
     logits. The layout is checked on the first training batch at the start of ``fit`` and on
@@ -92,7 +92,7 @@ class SnapshotEnsemble(Callback):
 
     Raises:
         ValueError: for ``num_snapshots < 2``.
-        lightning_clr.batches.BatchLayoutError: at the start of ``fit``, when ``inputs`` /
+        lightning_clr.callbacks.batches.BatchLayoutError: at the start of ``fit``, when ``inputs`` /
             ``target`` do not fit the batches.
 
     Example::

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lightning_clr import schedules
-from lightning_clr.deprecation import renamed
+from lightning_clr._compat import renamed
 from lightning_clr.selection.rules import RENAMED_OPTIONS
 
 #: the spacings of the sweep's LRs

@@ -7,7 +7,7 @@ and ``on_before_zero_grad`` hooks and the strategy, so DDP, mixed precision, gra
 clipping, warm-up or clipping written in those hooks, and ``training_step`` behave as in
 the real loop. The loss of each point is
 the mean over all processes; stop and skip decisions are taken jointly by all ranks. A
-:class:`~lightning_clr.restore.TrainingState` taken before is restored afterwards, the
+:class:`~lightning_clr.range_test.restore.TrainingState` taken before is restored afterwards, the
 global random generators are isolated, and anything ``training_step`` logs goes to a
 scratch result collection, so the real epoch starts from the same state, the same RNG
 draws and batch 0.
@@ -37,8 +37,8 @@ from lightning_clr._compat import (
     set_sampler_epoch,
     validation_loaders,
 )
-from lightning_clr.restore import TrainingState
-from lightning_clr.result import RangeTestError
+from lightning_clr.range_test.restore import TrainingState
+from lightning_clr.range_test.result import RangeTestError
 from lightning_clr.selection import prepare
 
 #: divergence compares the median of the last this-many raw losses (or 5% of the sweep) with its best
@@ -99,7 +99,7 @@ def continuation(lrs: list[float], smooth: list[float], extended: int, *, mode: 
 
 
 def check_record(record: SweepRecord, start_lr: float) -> None:
-    """Raise :class:`~lightning_clr.result.RangeTestError` for a sweep that recorded no point."""
+    """Raise :class:`~lightning_clr.range_test.result.RangeTestError` for a sweep that recorded no point."""
     if not record.lrs and record.stop == "too many skipped steps":
         raise RangeTestError(
             f"all {record.skipped} range-test steps were skipped: training_step returned None, or the gradient "

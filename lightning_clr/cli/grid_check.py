@@ -2,7 +2,7 @@
 
 ``python -m lightning_clr.run -m +sweep=lr_grid`` trains one run at a constant LR for each
 point of a log grid and one run whose bounds come from the range test; at the end,
-:class:`lightning_clr.compare.CompareRuns` hands the runs' logged numbers to
+:class:`lightning_clr.cli.compare.CompareRuns` hands the runs' logged numbers to
 :func:`format_grid_check` and :func:`plot_grid_check`. ``+sweep=optuna_lr`` searches the
 schedule, the rule and the bounds with ``hydra-optuna-sweeper`` (:func:`lr_search_space`
 defines the conditional part of its search space) and :func:`plot_search_check` sets the

@@ -1,10 +1,10 @@
 """The LR range test (Smith 2017, arXiv 1506.01186, section 3.3) as a Lightning callback.
 
 Before the first epoch, :class:`LRRangeTest` trains for ``num_steps`` optimizer steps while
-raising the learning rate from ``start_lr`` to ``end_lr`` (:mod:`~lightning_clr.sweep`),
-puts everything back exactly (:mod:`~lightning_clr.restore`), reads a pair of bounds off
+raising the learning rate from ``start_lr`` to ``end_lr`` (:mod:`~lightning_clr.range_test.sweep`),
+puts everything back exactly (:mod:`~lightning_clr.range_test.restore`), reads a pair of bounds off
 the curve (:mod:`~lightning_clr.selection`), and installs a schedule between them as a
-per-step ``LRSchedulerConfig``. Resume checks are pure functions in :mod:`~lightning_clr.resume`.
+per-step ``LRSchedulerConfig``. Resume checks are pure functions in :mod:`~lightning_clr.range_test.resume`.
 """
 
 from __future__ import annotations
@@ -22,15 +22,22 @@ from lightning.pytorch.utilities.parsing import lightning_setattr
 from lightning.pytorch.utilities.types import LRSchedulerConfig
 from typing_extensions import override
 
-from lightning_clr import resume, steps
 from lightning_clr import schedules as _schedules
-from lightning_clr.conditions import check_callbacks, group_ratios, lr_attribute, sweep_optimizer
-from lightning_clr.diagnostics import log_range_test
-from lightning_clr.groups import adopt_new_groups, follow_outside_changes
-from lightning_clr.result import RangeTestResult
+from lightning_clr.range_test import resume, steps
+from lightning_clr.range_test.conditions import check_callbacks, group_ratios, lr_attribute, sweep_optimizer
+from lightning_clr.range_test.figure import log_range_test
+from lightning_clr.range_test.groups import adopt_new_groups, follow_outside_changes
+from lightning_clr.range_test.result import RangeTestResult
+from lightning_clr.range_test.settings import check_settings
+from lightning_clr.range_test.sweep import (
+    check_record,
+    continuation,
+    held_out_batches,
+    run_sweep,
+    shallow_fall,
+    sweep_lrs,
+)
 from lightning_clr.selection import RULES, select_bounds
-from lightning_clr.settings import check_settings
-from lightning_clr.sweep import check_record, continuation, held_out_batches, run_sweep, shallow_fall, sweep_lrs
 
 
 class LRRangeTest(Callback):

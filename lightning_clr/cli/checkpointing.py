@@ -19,7 +19,7 @@
    SIGTERM does, at a step boundary, so the saved state resumes exactly); a second one
    aborts at once.
 4. **Preflight.** At ``setup``, before the range test, the folder is checked to be
-   writable with room for one checkpoint (:func:`~lightning_clr.faults.check_writable`).
+   writable with room for one checkpoint (:func:`~lightning_clr.cli.faults.check_writable`).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from typing_extensions import override
 
-from lightning_clr.faults import CheckpointWriteError, check_writable, first_non_finite
+from lightning_clr.cli.faults import CheckpointWriteError, check_writable, first_non_finite
 
 __all__ = ["AtomicCheckpointIO", "SafeCheckpoint", "interrupt_status"]
 

@@ -22,8 +22,8 @@ import torch
 from hydra.errors import OverrideParseException
 from omegaconf import DictConfig
 
-from lightning_clr.config import ConfigError
-from lightning_clr.faults import check_writable, temp_dir
+from lightning_clr.cli.config import ConfigError
+from lightning_clr.cli.faults import check_writable, temp_dir
 
 __all__ = ["check_checkpoint", "explain_override", "preflight", "resume_path"]
 
@@ -75,7 +75,7 @@ def resume_path(cfg: DictConfig, check: Callable[[DictConfig], str | None],
 
     Args:
         cfg: the composed config.
-        check: reads and checks ``cfg.ckpt_path`` (:func:`lightning_clr.config.checkpoint_path`);
+        check: reads and checks ``cfg.ckpt_path`` (:func:`lightning_clr.cli.config.checkpoint_path`);
             called after a path too long for the file system has been refused.
         search: where to look for earlier runs' checkpoints to name in the error (default
             ``./outputs``).

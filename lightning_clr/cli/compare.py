@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m lightning_clr.compare RUN_DIR [RUN_DIR ...] [--target 0.9] [--png compare.png]
+    python -m lightning_clr.cli.compare RUN_DIR [RUN_DIR ...] [--target 0.9] [--png compare.png]
 
 Each ``RUN_DIR`` is searched for TensorBoard event files, so a Hydra run folder, a multirun
 folder (one run per job) or a ``version_N`` log folder all work. For every run the table shows
@@ -16,11 +16,11 @@ val-accuracy curves and the LR schedules of all runs side by side.
 Runs are labelled by the overrides that differ between them (the ones all runs share say
 nothing). When the runs hold a grid of constant LRs (``finder.bounds=[lr,lr]``, as
 ``+sweep=lr_grid`` trains) and a range test, the output adds the grid check: where the range
-test's bounds fall on the grid's curve of final metric against LR (:mod:`lightning_clr.grid_check`
+test's bounds fall on the grid's curve of final metric against LR (:mod:`lightning_clr.cli.grid_check`
 draws its figure); after ``+sweep=optuna_lr`` it adds the best trial against one range test.
 
 In a Hydra multirun, :class:`CompareRuns` (a Hydra callback) prints the same when the
-sweep ends: ``hydra.callbacks.compare._target_=lightning_clr.compare.CompareRuns``.
+sweep ends: ``hydra.callbacks.compare._target_=lightning_clr.cli.compare.CompareRuns``.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from hydra.experimental.callback import Callback as HydraCallback
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from lightning_clr.grid_check import GridCheck, SearchCheck, bounds_pair, plot_grid_check, plot_search_check
+from lightning_clr.cli.grid_check import GridCheck, SearchCheck, bounds_pair, plot_grid_check, plot_search_check
 
 EVENT_GLOB = "events.out.tfevents.*"
 #: the range test's scalars (one point per sweep step)
@@ -544,7 +544,7 @@ def compare(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lightning_clr.compare", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m lightning_clr.cli.compare", description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run, multirun or log folders")
     parser.add_argument("--target", type=float, default=0.9, help="accuracy for 'epochs to target' (default 0.9)")
     parser.add_argument("--png", default="compare.png", help="where to write the figure (default compare.png)")
@@ -575,7 +575,7 @@ class CompareRuns(HydraCallback):
     Example::
 
         python -m lightning_clr.run -m +schedule=triangular2,sgdr \\
-            +hydra.callbacks.compare._target_=lightning_clr.compare.CompareRuns
+            +hydra.callbacks.compare._target_=lightning_clr.cli.compare.CompareRuns
     """
 
     def __init__(self, target: float = 0.9, png: str | None = "compare.png", metric: str = "val/acc",

@@ -3,7 +3,7 @@
 * :class:`StopOnNonFiniteLoss` stops training at the first non-finite training loss and names
   the optimizer step, the LR and the last checkpoint that is still finite.
 * :func:`check_writable` is the preflight write check the entry point runs for its output
-  folder and ``$TMPDIR`` (and :class:`~lightning_clr.checkpointing.SafeCheckpoint` for its
+  folder and ``$TMPDIR`` (and :class:`~lightning_clr.cli.checkpointing.SafeCheckpoint` for its
   ``dirpath``) before the range test, so a read-only or full disk fails before any training.
 
 Every error here has a one-line ``str()`` that names the path or the value and the fix;
@@ -25,7 +25,7 @@ import lightning as L
 import torch
 from typing_extensions import override
 
-from lightning_clr.config import ConfigError
+from lightning_clr.cli.config import ConfigError
 
 __all__ = [
     "CheckpointWriteError",
@@ -128,7 +128,7 @@ class StopOnNonFiniteLoss(L.Callback):
     Lightning trains on after a NaN loss, and every later checkpoint holds NaN weights.
     This callback raises :class:`NonFiniteLossError` at the end of that step instead, with
     one line naming the optimizer step, the LR it ran at, and the newest checkpoint that
-    is still finite (:class:`~lightning_clr.checkpointing.SafeCheckpoint` never replaces a
+    is still finite (:class:`~lightning_clr.cli.checkpointing.SafeCheckpoint` never replaces a
     finite checkpoint with a non-finite one). It runs before the checkpoint callbacks
     (Lightning calls those last), so the bad step is never saved. The range test is not
     affected: it handles its own non-finite losses. Under DDP the ranks decide together.

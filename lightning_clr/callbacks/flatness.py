@@ -34,8 +34,8 @@ from lightning_utilities.core.apply_func import apply_to_collection
 from torch import nn
 from typing_extensions import override
 
-from lightning_clr import steps
-from lightning_clr.batches import BatchLayout, Picker, first_batch
+from lightning_clr.callbacks.batches import BatchLayout, Picker, first_batch
+from lightning_clr.range_test import steps
 from lightning_clr.schedules import Schedule
 
 LossFn = Callable[[nn.Module, Any], torch.Tensor]
@@ -207,7 +207,7 @@ class FlatnessProbe(Callback):
 
     Raises:
         ValueError: for a setting out of range.
-        lightning_clr.batches.BatchLayoutError: at the start of ``fit``, when ``inputs`` /
+        lightning_clr.callbacks.batches.BatchLayoutError: at the start of ``fit``, when ``inputs`` /
             ``target`` do not fit the first training batch (checked only for the default loss).
 
     Example::

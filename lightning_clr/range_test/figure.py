@@ -1,4 +1,4 @@
-"""What a person needs to trust a schedule: the range-test curve, its bounds, and the gap.
+"""What a person needs to trust the bounds: the range-test curve with ``base_lr`` and ``max_lr`` marked.
 
 Tags written (TensorBoard):
 
@@ -7,8 +7,8 @@ Tags written (TensorBoard):
 - ``range_test/curve``: a figure of loss vs. LR with ``base_lr`` and ``max_lr`` marked.
 - hparams ``range_test/base_lr``, ``range_test/max_lr``, and ``range_test/fallback`` (why)
   when the curve could not be read and a documented fallback chose the bounds.
-- ``gap/loss`` (``val/loss - train/loss_epoch``) and ``gap/acc`` (``val/acc - train/acc``),
-  once per epoch, from :class:`GeneralizationGap`.
+
+The generalization gap is logged by :class:`lightning_clr.callbacks.GeneralizationGap`.
 """
 
 from __future__ import annotations
@@ -18,15 +18,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import lightning as L
-from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
-from typing_extensions import override
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from lightning_clr.result import RangeTestResult
+    from lightning_clr.range_test.result import RangeTestResult
 
 
 def plot_range_test(result: RangeTestResult, ax: Any = None) -> Figure:
@@ -89,34 +87,3 @@ def log_range_test(trainer: L.Trainer, result: RangeTestResult) -> None:
             logger.experiment.add_figure("range_test/curve", fig, global_step=0, close=True)  # closes fig
         # no logger.save() here: TensorBoardLogger writes hparams.yaml once, and the module's own
         # hyperparameters are logged after on_fit_start; Lightning saves at the end of fit
-
-
-class GeneralizationGap(Callback):
-    """Logs ``gap/<name> = val/<name> - train/<name>`` once per epoch (validation minus training).
-
-    Training metrics are read from their epoch aggregates (``train/loss_epoch`` when the
-    module logs ``train/loss`` with ``on_step=True, on_epoch=True``, else ``train/loss``).
-
-    Args:
-        names: metric names present as ``train/<name>`` and ``val/<name>``.
-    """
-
-    def __init__(self, names: tuple[str, ...] = ("loss", "acc")) -> None:
-        self._names = tuple(names)
-        self._validated_epoch = -1
-
-    @override
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not trainer.sanity_checking:
-            self._validated_epoch = trainer.current_epoch
-
-    @override
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self._validated_epoch != trainer.current_epoch:
-            return  # no validation this epoch: a gap against last epoch's val metrics would mislead
-        metrics = trainer.callback_metrics
-        for name in self._names:
-            train = metrics.get(f"train/{name}_epoch", metrics.get(f"train/{name}"))
-            val = metrics.get(f"val/{name}")
-            if train is not None and val is not None:
-                pl_module.log(f"gap/{name}", float(val) - float(train), on_epoch=True, sync_dist=False)

@@ -31,7 +31,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from lightning_clr.config import ConfigError
+from lightning_clr.cli.config import ConfigError
 
 __all__ = ["JOB_ENV", "OWNER_FILE", "RunDirError", "RunDirGuard", "RunDirInUse", "claim", "job_id"]
 
@@ -141,7 +141,7 @@ class RunDirGuard(Callback):
         hydra:
           callbacks:
             run_dir_guard:
-              _target_: lightning_clr.rundir.RunDirGuard
+              _target_: lightning_clr.cli.rundir.RunDirGuard
     """
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
