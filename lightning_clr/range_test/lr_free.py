@@ -1,0 +1,146 @@
+"""Optimizers that bring their own schedule or their own step size.
+
+Two kinds change what a range test can do:
+
+- **Schedule-Free** optimizers (Defazio et al. 2024, "The Road Less Scheduled", arXiv
+  2405.15682; the ``schedulefree`` package) keep two sequences: the point ``y`` where gradients
+  are taken (the parameters in *train* mode) and the average ``x`` that is evaluated (the
+  parameters in *eval* mode). Their ``lr`` is a real learning rate, held constant after an
+  optional warm-up, so the range test sweeps it and sets it to the found ``max_lr``; no
+  schedule is installed beyond the optimizer's own warm-up. :class:`ScheduleFreeModes` keeps
+  the optimizer in the right mode: train for training steps and for the sweep, eval for
+  validation, for the weights a checkpoint stores and after fit, with the BatchNorm statistics
+  recomputed at ``x`` before validation, as the package's README advises.
+- Optimizers whose ``lr`` is a **multiplier** of a step size they estimate themselves (Prodigy,
+  Mishchenko & Defazio 2023, arXiv 2306.06101; D-Adaptation, Defazio & Mishchenko 2023, arXiv
+  2301.07733). Sweeping the multiplier reads the estimator's warm-up, not a learning rate:
+  :func:`multiplier_lr_reason` names the optimizer and the refusal says what to do instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+
+#: param-group keys of the step-size estimators whose ``lr`` is a multiplier (Prodigy, D-Adaptation)
+_ESTIMATOR_KEYS = ("d", "d0")
+
+
+def is_schedule_free(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether ``optimizer`` keeps Schedule-Free's train / eval sequences (``train()``, ``eval()``, ``train_mode``)."""
+    return (callable(getattr(optimizer, "train", None)) and callable(getattr(optimizer, "eval", None))
+            and all("train_mode" in g for g in optimizer.param_groups))
+
+
+def multiplier_lr_reason(optimizer: torch.optim.Optimizer) -> str | None:
+    """Why ``optimizer``'s ``lr`` is no learning rate to sweep, or ``None`` when it is one."""
+    name = type(optimizer).__name__
+    if name == "Prodigy" or name.startswith("DAdapt") or all(
+            all(k in g for k in _ESTIMATOR_KEYS) for g in optimizer.param_groups):
+        lr = optimizer.param_groups[0].get("lr")
+        return (f"{name} estimates its own step size and its lr ({lr:g}) only scales that estimate, so a range test "
+                f"would sweep the estimator's warm-up, not a learning rate; train {name} without LRRangeTest (lr=1.0, "
+                "with a cosine annealing over the run), or use LRRangeTest with SGD, Adam or AdamW")
+    return None
+
+
+def eval_weights(optimizer: torch.optim.Optimizer) -> dict[torch.Tensor, torch.Tensor]:
+    """The eval-mode weights ``x`` of every parameter, computed without moving the parameters.
+
+    In train mode a parameter holds ``y = (1 - beta1) z + beta1 x``, so ``x = lerp(y, z, 1 - 1/beta1)``:
+    the step ``optimizer.eval()`` takes in place.
+    """
+    out: dict[torch.Tensor, torch.Tensor] = {}
+    for group in optimizer.param_groups:
+        beta1 = _beta1(group)
+        for p in group["params"]:
+            z = optimizer.state.get(p, {}).get("z")
+            out[p] = p.detach().clone() if (z is None or not group["train_mode"]) else torch.lerp(
+                p.detach(), z.to(p.device), 1 - 1 / beta1)
+    return out
+
+
+def _beta1(group: dict[str, Any]) -> float:
+    """Schedule-Free's interpolation weight: ``betas[0]`` (AdamW, RAdam) or ``momentum`` (SGD)."""
+    return float(group["betas"][0]) if "betas" in group else float(group["momentum"])
+
+
+def _batch_norms(module: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    return [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+
+
+@contextmanager
+def _cumulative_statistics(norms: list[nn.modules.batchnorm._BatchNorm]) -> Iterator[None]:
+    """Reset the running statistics and average them over the batches seen, then restore each momentum."""
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over the recomputation batches
+    try:
+        yield
+    finally:
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+
+
+class ScheduleFreeModes:
+    """Keeps a Schedule-Free optimizer in the mode each stage of ``fit`` needs.
+
+    Args:
+        optimizer: the Schedule-Free optimizer (:func:`is_schedule_free`).
+        bn_batches: training batches whose forward passes recompute BatchNorm statistics at
+            the eval weights before each validation (0: keep the statistics gathered at ``y``).
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, bn_batches: int = 4) -> None:
+        self.optimizer = optimizer
+        self.bn_batches = bn_batches
+
+    def train(self) -> None:
+        """Parameters at ``y``, where the training steps take their gradients."""
+        self.optimizer.train()
+
+    def eval(self, module: nn.Module, batches: Callable[[], Iterator[Any]] | None = None,
+             forward: Callable[[Any], Any] | None = None) -> None:
+        """Parameters at ``x``; BatchNorm statistics recomputed there from ``batches`` (``forward(batch)`` each)."""
+        self.optimizer.eval()
+        norms = _batch_norms(module)
+        if not norms or not self.bn_batches or batches is None or forward is None:
+            return
+        was_training = module.training
+        module.train()
+        with torch.no_grad(), _cumulative_statistics(norms):
+            for i, batch in enumerate(batches()):
+                if i >= self.bn_batches:
+                    break
+                forward(batch)
+        module.train(was_training)
+
+    def checkpoint(self, checkpoint: dict[str, Any], state_dict: dict[str, torch.Tensor],
+                   names: dict[torch.Tensor, str]) -> None:
+        """Store the eval weights ``x`` (what a user loads to evaluate) and mark the optimizer's state as eval mode.
+
+        Args:
+            checkpoint: Lightning's checkpoint dict, in ``on_save_checkpoint``.
+            state_dict: the module's ``state_dict()`` as stored in the checkpoint.
+            names: each parameter's key in ``state_dict``.
+
+        The live parameters are not moved, so training goes on exactly. On resume, the optimizer
+        loads in eval mode with the parameters at ``x``, and the first training step's
+        :meth:`train` takes them back to ``y``.
+        """
+        if not any(g["train_mode"] for g in self.optimizer.param_groups):
+            return  # already at x: the stored weights are the eval weights
+        stored = dict(state_dict)
+        for p, x in eval_weights(self.optimizer).items():
+            if p in names:
+                stored[names[p]] = x.to(state_dict[names[p]].device)
+        checkpoint["state_dict"] = stored
+        for states in checkpoint.get("optimizer_states", []):
+            for group in states.get("param_groups", []):
+                if "train_mode" in group:
+                    group["train_mode"] = False
