@@ -314,7 +314,7 @@ class TestContract:
     def test_old_argument_names_warn_and_work(self, old, new, value):
         with pytest.warns(DeprecationWarning, match=f"{old}= is renamed {new}="):
             finder = LRRangeTest(**{old: value})
-        assert getattr(finder._s, new) == value
+        assert getattr(finder, f"_{new}") == value
 
     def test_enabled_is_gone_with_the_replacement_named(self):
         with pytest.raises(TypeError, match=r"enabled= is removed; pass bounds=\(base_lr, max_lr\)"):

@@ -10,6 +10,8 @@ per-step ``LRSchedulerConfig``. Resume checks are pure functions in :mod:`~light
 from __future__ import annotations
 
 import inspect
+import math
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
@@ -23,20 +25,13 @@ from lightning.pytorch.utilities.types import LRSchedulerConfig
 from typing_extensions import override
 
 from lightning_clr import schedules as _schedules
-from lightning_clr.range_test import resume, steps
+from lightning_clr.range_test import resume, settings, steps
 from lightning_clr.range_test.conditions import check_callbacks, group_ratios, lr_attribute, sweep_optimizer
 from lightning_clr.range_test.figure import log_range_test
 from lightning_clr.range_test.groups import adopt_new_groups, follow_outside_changes
+from lightning_clr.range_test.readability import RERUN, Decision, Policy, decide
 from lightning_clr.range_test.result import RangeTestResult
-from lightning_clr.range_test.settings import check_settings
-from lightning_clr.range_test.sweep import (
-    check_record,
-    continuation,
-    held_out_batches,
-    run_sweep,
-    shallow_fall,
-    sweep_lrs,
-)
+from lightning_clr.range_test.sweep import check_record, held_out_batches, run_sweep, sweep_lrs
 from lightning_clr.selection import RULES, select_bounds
 
 
@@ -102,7 +97,7 @@ class LRRangeTest(Callback):
         self,
         schedule: _schedules.Schedule | None = None,
         start_lr: float = 1e-5,
-        end_lr: float = 100.0,
+        end_lr: float = settings.DEFAULT_END_LR,
         num_steps: int = 200,
         mode: str = "exponential",
         ema_beta: float = 0.5,
@@ -122,9 +117,33 @@ class LRRangeTest(Callback):
         val_batches: int = 4,
         **old_names: Any,
     ) -> None:
-        arguments = {k: v for k, v in locals().items() if k not in ("self", "old_names", "__class__")}
-        defaults = {k: p.default for k, p in inspect.signature(LRRangeTest.__init__).parameters.items()}
-        self._s = check_settings(arguments, old_names, defaults, RULES)
+        moved = settings.renamed_arguments(old_names, {"start_lr": start_lr, "end_lr": end_lr, "ema_beta": ema_beta},
+                                           _defaults())
+        start_lr, end_lr = moved.get("start_lr", start_lr), moved.get("end_lr", end_lr)
+        ema_beta = moved.get("ema_beta", ema_beta)
+        self._schedule = settings.check_schedule(schedule)
+        self._start_lr = settings.check_lr("start_lr", start_lr, "a sweep starts at a small LR such as 1e-5")
+        self._end_lr = settings.check_end_lr(end_lr, self._start_lr)
+        self._num_steps = settings.check_count("num_steps", num_steps, settings.MIN_STEPS, "200 is the default",
+                                               purpose=" to read a curve")
+        self._mode = settings.check_choice("mode", mode, settings.SWEEP_MODES)
+        self._ema_beta = settings.check_ema_beta(ema_beta)
+        self._divergence_threshold = settings.check_divergence_threshold(divergence_threshold)
+        self._rule = settings.check_choice("rule", rule, sorted(RULES))
+        self._rule_options = settings.check_rule_options(rule, rule_options, RULES)
+        self._bounds = settings.check_bounds(bounds)
+        self._replace_scheduler = bool(replace_scheduler)
+        self._progress_bar = bool(progress_bar)
+        self._group_scales = settings.check_group_scales(group_scales)
+        self._max_extensions = settings.check_count("max_extensions", max_extensions, 0,
+                                                    "0 never extends the sweep")
+        self._min_fall = settings.check_min_fall(min_fall)
+        self._max_reruns = settings.check_count("max_reruns", max_reruns, 0, "0 never reruns a shallow sweep")
+        self._update_attr = bool(update_attr)
+        self._attr_name = str(attr_name)
+        self._metric = settings.check_choice("metric", metric, settings.METRICS)
+        self._val_batches = settings.check_count("val_batches", val_batches, 1, "4 is the default")
+
         self.result: RangeTestResult | None = None
         self.scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
         self._restored = False
@@ -133,7 +152,8 @@ class LRRangeTest(Callback):
 
     @property
     def schedule(self) -> _schedules.Schedule:
-        return self._s.schedule
+        """The schedule installed between the found bounds."""
+        return self._schedule
 
     @property
     def restored(self) -> bool:
@@ -146,9 +166,9 @@ class LRRangeTest(Callback):
             rank_zero_info("LRRangeTest: skipped, since fast_dev_run is on; training keeps the optimizer's LR.")
             return
         optimizer = sweep_optimizer(trainer, pl_module, restored=self._restored,
-                                    replace_scheduler=self._s.replace_scheduler)
-        attr = lr_attribute(pl_module, self._s.attr_name) if self._s.update_attr else None
-        ratios = group_ratios(optimizer, self._s.group_scales)
+                                    replace_scheduler=self._replace_scheduler)
+        attr = lr_attribute(pl_module, self._attr_name) if self._update_attr else None
+        ratios = group_ratios(optimizer, self._group_scales)
         per_epoch, total = self._step_counts(trainer)
         continuing = trainer.global_step > 0 and self.result is not None and not self._restored
         if continuing:  # a second fit of one Trainer: same bounds, the schedule fitted to the steps left
@@ -160,14 +180,14 @@ class LRRangeTest(Callback):
         if self._restored or continuing:
             assert self.result is not None
             if self._restored:
-                bounds = self._s.bounds or (self.result.base_lr, self.result.max_lr)
+                bounds = self._bounds or (self.result.base_lr, self.result.max_lr)
                 problem = resume.mismatch(self._saved_plan, resume.plan(self.schedule, bounds, ratios, per_epoch, total))
                 if problem is not None:
                     raise MisconfigurationException(f"LRRangeTest: {problem}")
             rank_zero_info(f"LRRangeTest: continuing with base_lr={self.result.base_lr:.4g}, "
                            f"max_lr={self.result.max_lr:.4g} (no new range test).")
-        elif self._s.bounds is not None:
-            base, top = self._s.bounds
+        elif self._bounds is not None:
+            base, top = self._bounds
             self.result = RangeTestResult([], [], [], base, top, "explicit", "explicit bounds", group_ratios=ratios)
         else:
             self.result = self._sweep(trainer, pl_module, optimizer, ratios)
@@ -207,6 +227,11 @@ class LRRangeTest(Callback):
                                 **{k: v for k, v in state_dict.items() if k != "result"}}
             self._restored = True
 
+    def _policy(self) -> Policy:
+        """What the settings allow a sweep whose curve cannot be read yet (see :mod:`.readability`)."""
+        return Policy(self._mode, self._num_steps, self._max_extensions, self._min_fall, self._max_reruns,
+                      ceiling=math.inf)
+
     def _step_counts(self, trainer: L.Trainer) -> tuple[int, int | None]:
         """``(steps_per_epoch, total_steps)``; a loader without a length works unless the shape needs it."""
         per_epoch, total = steps.steps_per_epoch(trainer), steps.total_steps(trainer)
@@ -222,24 +247,24 @@ class LRRangeTest(Callback):
 
     def _sweep(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: torch.optim.Optimizer,
                ratios: list[float]) -> RangeTestResult:
-        s, num_steps = self._s, self._s.num_steps
-        val_batches = held_out_batches(trainer, s.val_batches) if s.metric == "val_loss" else None  # once, for every run
-        for reruns in range(s.max_reruns + 1):
-            lrs = sweep_lrs(s.start_lr, s.end_lr, num_steps, s.mode)
-            record = run_sweep(trainer, pl_module, optimizer, ratios, lrs,
-                               ema_beta=s.ema_beta, divergence_threshold=s.divergence_threshold,
-                               progress_bar=s.progress_bar,
-                               more=partial(continuation, mode=s.mode, num_steps=num_steps, limit=s.max_extensions),
-                               val_batches=val_batches)
-            check_record(record, s.start_lr)
-            fall = shallow_fall(record.lrs, record.smooth, s.min_fall) if reruns < s.max_reruns else None
-            if trainer.strategy.broadcast(fall, src=0) is None:  # every rank sweeps again, or none
+        policy = self._policy()
+        # the held-out batches of the val_loss metric are fetched once, for every run
+        val_batches = held_out_batches(trainer, self._val_batches) if self._metric == "val_loss" else None
+        for reruns in range(self._max_reruns + 1):
+            ask = partial(_ask, policy=policy, reruns=reruns)
+            record = run_sweep(trainer, pl_module, optimizer, ratios,
+                               sweep_lrs(self._start_lr, self._end_lr, policy.num_steps, self._mode),
+                               ema_beta=self._ema_beta, divergence_threshold=self._divergence_threshold,
+                               progress_bar=self._progress_bar, more=ask, val_batches=val_batches)
+            check_record(record, self._start_lr)
+            # rank zero's decision on every rank: all of them sweep again, or none
+            decision = trainer.strategy.broadcast(ask(record.lrs, record.smooth, record.extended, stop=record.stop),
+                                                  src=0)
+            if decision.action != RERUN:
                 break
-            rank_zero_info(f"LRRangeTest: the loss fell by only {fall:.1%} in {num_steps} steps (min_fall="
-                           f"{s.min_fall:g}), too little training to read bounds from; sweeping again with "
-                           f"{2 * num_steps} steps.")
-            num_steps *= 2
-        bounds = select_bounds(record.lrs, record.smooth, rule=s.rule, **s.rule_options)
+            rank_zero_info(f"LRRangeTest: {decision.reason}")
+            policy = replace(policy, num_steps=2 * policy.num_steps)
+        bounds = select_bounds(record.lrs, record.smooth, rule=self._rule, **self._rule_options)
         if bounds.fallback:
             rank_zero_warn(f"LRRangeTest: {bounds.fallback}")
         result = RangeTestResult(record.lrs, record.smooth, record.raw, bounds.base_lr, bounds.max_lr, bounds.rule,
@@ -263,3 +288,14 @@ class LRRangeTest(Callback):
         rank_zero_info(f"LRRangeTest: {type(spec).__name__} between base_lr={result.base_lr:.4g} and "
                        f"max_lr={result.max_lr:.4g} ({per_epoch} steps per epoch, rule={result.rule}, "
                        f"{result.stop_reason}).")
+
+
+def _defaults() -> dict[str, Any]:
+    """The defaults of :class:`LRRangeTest`'s arguments, by name."""
+    return {k: p.default for k, p in inspect.signature(LRRangeTest.__init__).parameters.items()}
+
+
+def _ask(lrs: list[float], smooth: list[float], extended: int, *, policy: Policy, reruns: int,
+         stop: str = "completed") -> Decision:
+    """:func:`~lightning_clr.range_test.readability.decide` with the sweep's arguments in its order."""
+    return decide(lrs, smooth, extended=extended, reruns=reruns, stop=stop, policy=policy)

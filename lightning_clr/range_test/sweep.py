@@ -37,9 +37,9 @@ from lightning_clr._compat import (
     set_sampler_epoch,
     validation_loaders,
 )
+from lightning_clr.range_test.readability import EXTEND, Decision
 from lightning_clr.range_test.restore import TrainingState
 from lightning_clr.range_test.result import RangeTestError
-from lightning_clr.selection import prepare
 
 #: divergence compares the median of the last this-many raw losses (or 5% of the sweep) with its best
 MEDIAN_WINDOW = 5
@@ -78,26 +78,6 @@ def sweep_lrs(start_lr: float, end_lr: float, num_steps: int, mode: str) -> list
     return [start_lr + (end_lr - start_lr) * f for f in fractions]
 
 
-def continuation(lrs: list[float], smooth: list[float], extended: int, *, mode: str, num_steps: int,
-                 limit: int) -> list[float]:
-    """The next LRs of a sweep that has not found the top of its range.
-
-    That is a curve still flat at its last LR (the rules cannot read it), or one whose
-    minimum, smoothed as the rules smooth it, lies in its last tenth. Each continuation is one more decade at the same spacing (exponential) or half the sweep's
-    length at the same step (linear), at most ``limit`` times; ``[]`` once the loss has turned.
-    """
-    if extended >= limit or len(lrs) < 3:
-        return []
-    curve = prepare(lrs, smooth)
-    if curve.unreadable is None and curve.i_min < len(curve.lrs) - max(2, len(curve.lrs) // 10):
-        return []
-    if mode == "exponential":
-        step = math.log(lrs[-1] / lrs[-2])
-        return [lrs[-1] * math.exp(step * k) for k in range(1, max(1, round(math.log(10) / step)) + 1)]
-    step = lrs[-1] - lrs[-2]
-    return [lrs[-1] + step * k for k in range(1, num_steps // 2 + 1)]
-
-
 def check_record(record: SweepRecord, start_lr: float) -> None:
     """Raise :class:`~lightning_clr.range_test.result.RangeTestError` for a sweep that recorded no point."""
     if not record.lrs and record.stop == "too many skipped steps":
@@ -113,25 +93,6 @@ def check_record(record: SweepRecord, start_lr: float) -> None:
         )
 
 
-def shallow_fall(lrs: list[float], smooth: list[float], min_fall: float) -> float | None:
-    """The fall of a readable curve as a fraction of its top loss, when that is below ``min_fall``.
-
-    A sweep that cuts the loss by only a few percent trained too little: the loss moved only
-    at LRs close to unstable, and the rules read the bounds there. (A CNN on a plateau, cut
-    by 2-5% in 200 steps, read ``max_lr`` 0.6-1.0; with 400 steps it fell 7-9% and read
-    0.3, where it trains.) ``None`` when the curve falls enough, when it is flat or too
-    short (the rules' fallbacks handle those), or when its top loss is not positive (the
-    fraction then means nothing).
-    """
-    if min_fall <= 0 or len(lrs) < 3:
-        return None
-    curve = prepare(lrs, smooth)
-    if curve.unreadable is not None or curve.top <= 0:
-        return None
-    fall = curve.fall / curve.top
-    return fall if fall < min_fall else None
-
-
 def run_sweep(
     trainer: L.Trainer,
     pl_module: L.LightningModule,
@@ -142,7 +103,7 @@ def run_sweep(
     ema_beta: float,
     divergence_threshold: float | None,
     progress_bar: bool = True,
-    more: Callable[[list[float], list[float], int], list[float]] | None = None,
+    more: Callable[[list[float], list[float], int], Decision] | None = None,
     val_batches: list[Any] | None = None,
 ) -> SweepRecord:
     """Train one optimizer step at each LR of ``targets``, record the loss, then undo it all.
@@ -160,7 +121,8 @@ def run_sweep(
             never stops early (a non-finite loss always does).
         progress_bar: show a progress bar on rank zero when the Trainer shows one.
         more: called as ``more(lrs, smoothed, extended)`` when the planned LRs are done and the
-            sweep did not stop; the LRs it returns are swept next (rank zero's, on every rank).
+            sweep did not stop (:func:`~lightning_clr.range_test.readability.decide`); the LRs of
+            an ``extend`` decision are swept next (rank zero's, on every rank).
         val_batches: batches (on the device) whose mean loss after each step is the curve's
             point instead of the training loss (see :func:`held_out_batches`).
 
@@ -228,7 +190,7 @@ def _sweep(
     beta: float,
     threshold: float | None,
     progress_bar: bool,
-    more: Callable[[list[float], list[float], int], list[float]] | None,
+    more: Callable[[list[float], list[float], int], Decision] | None,
     val_batches: list[Any],
 ) -> SweepRecord:
     strategy = trainer.strategy
@@ -320,10 +282,11 @@ def _sweep(
     return SweepRecord(lrs, raw, smooth, stop, skipped, extended)
 
 
-def _extend(strategy: Any, targets: list[float], more: Callable[..., list[float]], lrs: list[float],
+def _extend(strategy: Any, targets: list[float], more: Callable[..., Decision], lrs: list[float],
             smooth: list[float], extended: int) -> bool:
-    """Append rank zero's continuation of the sweep to ``targets``; whether there is one."""
-    extra = strategy.broadcast(more(lrs, smooth, extended) if lrs else [], src=0)
+    """Append rank zero's extension of the sweep to ``targets``; whether there is one."""
+    decision = more(lrs, smooth, extended)
+    extra = strategy.broadcast(list(decision.lrs) if decision.action == EXTEND else [], src=0)
     targets.extend(extra)
     return bool(extra)
 

@@ -1,0 +1,140 @@
+"""The range test's contract: one readability decision, a ceiling on the sweep, a result that is a record,
+and errors that name the setting to change."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import math
+
+import numpy as np
+import pytest
+
+from lightning_clr import LRRangeTest, schedules
+from lightning_clr.range_test import settings
+from lightning_clr.range_test.readability import EXTEND, FALLBACK, READ, RERUN, Policy, decide, extension
+
+
+class TestNamedSettings:
+    def test_every_argument_is_kept_as_a_named_attribute(self):
+        params = [p for p in inspect.signature(LRRangeTest.__init__).parameters.values()
+                  if p.name != "self" and p.kind is p.POSITIONAL_OR_KEYWORD]
+        finder = LRRangeTest()
+        for p in params:
+            expected = schedules.Triangular() if p.name == "schedule" else ({} if p.name == "rule_options" else p.default)
+            assert getattr(finder, f"_{p.name}") == expected, p.name
+        assert not hasattr(finder, "_s") and finder.schedule is finder._schedule
+
+    def test_values_are_normalised_where_they_are_checked(self):
+        finder = LRRangeTest(start_lr=1, end_lr=10, bounds=[1, 2], group_scales=[1, 4], rule_options=None)
+        assert (finder._start_lr, finder._end_lr) == (1.0, 10.0) and isinstance(finder._start_lr, float)
+        assert finder._bounds == (1.0, 2.0) and finder._group_scales == [1.0, 4.0] and finder._rule_options == {}
+
+    @pytest.mark.parametrize("check, args, message", [
+        (settings.check_lr, ("start_lr", 0.0, "fix it"), r"start_lr must be a finite number in \(0, 10000\], got 0.0; fix it"),
+        (settings.check_lr, ("start_lr", True, "fix it"), "got True"),
+        (settings.check_end_lr, (1e-3, 1e-2), r"end_lr \(0.001\) must be a finite number above start_lr \(0.01\)"),
+        (settings.check_count, ("num_steps", 5, 20, "200 is the default", " to read a curve"),
+         "num_steps must be an integer >= 20 to read a curve, got 5; 200 is the default"),
+        (settings.check_count, ("max_reruns", 2.0, 0, "0 never reruns"), "max_reruns must be an integer >= 0, got 2.0"),
+        (settings.check_ema_beta, ("0.5",), r"ema_beta must be in \[0, 1\), got 0.5"),
+        (settings.check_min_fall, (-0.1,), r"min_fall must be a fraction in \[0, 1\), got -0.1"),
+        (settings.check_choice, ("metric", "acc", settings.METRICS), "metric must be one of .*, got 'acc'"),
+    ])
+    def test_each_check_names_the_value_and_the_fix(self, check, args, message):
+        with pytest.raises(ValueError, match=message):
+            check(*args)
+
+    def test_checks_return_what_they_accept(self):
+        assert settings.check_count("val_batches", 3, 1, "") == 3
+        assert settings.check_divergence_threshold(4) == 4.0 and settings.check_divergence_threshold(None) is None
+        assert settings.check_bounds((0.01, 0.1)) == (0.01, 0.1) and settings.check_bounds(None) is None
+        with pytest.raises(TypeError, match="schedule must be a lightning_clr.schedules spec, got str"):
+            settings.check_schedule("sgdr")
+
+
+LRS = list(np.logspace(-4, 0, 41))  # 0.1 decade apart
+
+
+def policy(**kwargs) -> Policy:
+    values = {"mode": "exponential", "num_steps": 41, "max_extensions": 2, "min_fall": 0.1, "max_reruns": 2,
+              "ceiling": math.inf}
+    return Policy(**{**values, **kwargs})
+
+
+def valley(depth: float) -> list[float]:
+    """A smooth loss that falls by ``depth`` (of its top, 1) from lr 1e-4 to 1e-2, and rises as much to lr 1."""
+    x = np.log10(LRS) + 2
+    return list(1 - depth + depth * (x / 2) ** 2)
+
+
+def falling() -> list[float]:
+    """A loss still falling steeply at the last LR."""
+    return list(2.0 - 1.5 * np.asarray(LRS) ** 0.5)
+
+
+class TestDecide:
+    def test_a_curve_that_turned_is_read(self):
+        decision = decide(LRS, valley(0.5), extended=0, reruns=0, stop="completed", policy=policy())
+        assert decision.action == READ and decision.lrs == () and decision.fall is None
+        assert decision.reason == "the loss turns at lr 0.01"
+
+    def test_a_curve_still_falling_at_its_end_is_extended_by_a_decade(self):
+        decision = decide(LRS, falling(), extended=0, reruns=0, stop="completed", policy=policy())
+        assert decision.action == EXTEND
+        np.testing.assert_allclose(decision.lrs, 10 ** (np.arange(1, 11) / 10), rtol=1e-9)  # ten more 0.1 decades
+        assert decision.reason == "the loss still falls at the last LR (1); sweeping on to lr 10"
+
+    def test_a_linear_sweep_is_extended_by_half_its_steps(self):
+        lrs = [0.01 * k for k in range(1, 21)]
+        losses = [2.0 - lr for lr in lrs]
+        decision = decide(lrs, losses, extended=0, reruns=0, stop="completed", policy=policy(mode="linear", num_steps=20))
+        assert decision.action == EXTEND
+        np.testing.assert_allclose(decision.lrs, [0.2 + 0.01 * k for k in range(1, 11)], rtol=1e-9)
+
+    @pytest.mark.parametrize("extended, stop", [(2, "completed"), (0, "diverged"), (0, "non-finite loss")])
+    def test_no_extension_past_max_extensions_or_after_a_stop(self, extended, stop):
+        decision = decide(LRS, falling(), extended=extended, reruns=0, stop=stop, policy=policy())
+        assert decision.action == READ  # the rules read the curve as it is
+
+    def test_a_shallow_fall_is_swept_again_with_twice_the_steps(self):
+        decision = decide(LRS, valley(0.04), extended=0, reruns=0, stop="completed", policy=policy())
+        assert decision.action == RERUN
+        assert 0.035 < decision.fall < 0.04  # the fall of the curve as the rules smooth it
+        assert decision.reason == ("the loss fell by only 3.9% in 41 steps (min_fall=0.1), too little training to "
+                                   "read bounds from; sweeping again with 82 steps.")
+
+    @pytest.mark.parametrize("kwargs", [{"min_fall": 0.0}, {"min_fall": 0.03}, {"max_reruns": 1}])
+    def test_min_fall_and_max_reruns_end_the_reruns(self, kwargs):
+        decision = decide(LRS, valley(0.04), extended=0, reruns=1, stop="completed", policy=policy(**kwargs))
+        assert decision.action == READ
+
+    def test_a_flat_curve_is_extended_then_falls_back(self):
+        flat = [1.0] * len(LRS)
+        first = decide(LRS, flat, extended=0, reruns=0, stop="completed", policy=policy())
+        assert first.action == EXTEND and first.reason.startswith("flat curve: the loss falls by 0")
+        last = decide(LRS, flat, extended=2, reruns=0, stop="completed", policy=policy())
+        assert last.action == FALLBACK and last.reason.startswith("flat curve: the loss falls by 0")
+        assert last.lrs == () and last.fall is None
+
+    @pytest.mark.parametrize("count, reason", [(0, "no point was recorded"),
+                                               (2, "only 2 finite point(s), fewer than min_points=5")])
+    def test_too_few_points_fall_back(self, count, reason):
+        decision = decide(LRS[:count], falling()[:count], extended=0, reruns=0, stop="completed", policy=policy())
+        assert decision == dataclasses.replace(decision, action=FALLBACK, reason=reason)
+
+    def test_a_decision_is_frozen(self):
+        decision = decide(LRS, valley(0.5), extended=0, reruns=0, stop="completed", policy=policy())
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            decision.action = EXTEND  # type: ignore[misc]
+
+
+class TestExtension:
+    def test_stops_at_the_ceiling(self):
+        assert extension([0.5, 1.0], "linear", 10, ceiling=3.0) == (1.5, 2.0, 2.5, 3.0)
+        grid = extension([10 ** -0.1, 1.0], "exponential", 41, ceiling=10 ** 0.55)
+        np.testing.assert_allclose(grid, 10 ** (np.arange(1, 6) / 10), rtol=1e-9)  # 0.6 is above the ceiling
+
+    def test_nothing_above_the_ceiling_means_no_extension(self):
+        decision = decide(LRS, falling(), extended=0, reruns=0, stop="completed", policy=policy(ceiling=1.0))
+        assert decision.action == READ
