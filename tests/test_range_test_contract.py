@@ -7,12 +7,17 @@ import dataclasses
 import inspect
 import math
 
+import lightning as L
 import numpy as np
 import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_clr import LRRangeTest, schedules
 from lightning_clr.range_test import settings
 from lightning_clr.range_test.readability import EXTEND, FALLBACK, READ, RERUN, Policy, decide, extension
+from lightning_clr.range_test.sweep import sweep_lrs
+from tests.helpers import tiny_trainer
 
 
 class TestNamedSettings:
@@ -138,3 +143,48 @@ class TestExtension:
     def test_nothing_above_the_ceiling_means_no_extension(self):
         decision = decide(LRS, falling(), extended=0, reruns=0, stop="completed", policy=policy(ceiling=1.0))
         assert decision.action == READ
+
+
+class SlowQuadratic(L.LightningModule):
+    """A loss of ``1 + (scale * w - 1)^2 / 2`` from w = 0 under plain SGD: stable up to lr ``2 / scale^2``."""
+
+    def __init__(self, scale: float) -> None:
+        super().__init__()
+        self.scale = scale
+        self.w = torch.nn.Parameter(torch.zeros(()))
+
+    def training_step(self, batch, batch_idx):
+        return 1.0 + 0.5 * (self.scale * self.w - 1.0) ** 2 + 0.0 * batch[0].sum()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    def train_dataloader(self):
+        return DataLoader(TensorDataset(torch.zeros(8, 1)), batch_size=4)
+
+
+class TestCeiling:
+    def fit(self, tmp_path, model, **kwargs):
+        finder = LRRangeTest(schedules.Constant(), progress_bar=False, **kwargs)
+        tiny_trainer(tmp_path, callbacks=[finder], max_steps=1).fit(model)
+        return finder.result
+
+    def test_a_user_set_end_lr_is_never_exceeded(self, tmp_path):
+        r = self.fit(tmp_path, SlowQuadratic(0.3), num_steps=40, end_lr=1.0, min_fall=0.0)
+        assert r.losses[-1] < r.losses[-2] < r.losses[0]  # still falling at its end: the default would extend
+        assert max(r.lrs) == 1.0 and r.extended == 0 and len(r.lrs) == 40
+        assert r.lrs == sweep_lrs(1e-5, 1.0, 40, "exponential")
+
+    def test_the_default_end_is_extended_but_never_above_max_lr(self, tmp_path):
+        r = self.fit(tmp_path, SlowQuadratic(0.01), num_steps=20)  # flat up to lr 100
+        planned = sweep_lrs(1e-5, settings.DEFAULT_END_LR, 20, "exponential")
+        assert r.lrs[:20] == planned and r.extended == 2
+        step = math.log(planned[-1] / planned[-2])  # 3 steps a decade; the sixth extra step (1.6e4) is cut
+        np.testing.assert_allclose(r.lrs[20:], [100 * math.exp(step * k) for k in range(1, 6)], rtol=1e-9)
+        assert 5e3 < max(r.lrs) <= settings.MAX_LR
+
+    def test_the_first_and_last_planned_lrs_are_exact(self):
+        for mode in ("exponential", "linear"):
+            for start, end, n in ((1e-5, 1.0, 40), (3e-4, 0.7, 23), (1e-3, 10.0, 200)):
+                lrs = sweep_lrs(start, end, n, mode)
+                assert (lrs[0], lrs[-1], len(lrs)) == (start, end, n) and max(lrs) == end

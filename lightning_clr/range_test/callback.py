@@ -10,7 +10,6 @@ per-step ``LRSchedulerConfig``. Resume checks are pure functions in :mod:`~light
 from __future__ import annotations
 
 import inspect
-import math
 from dataclasses import replace
 from functools import partial
 from typing import Any
@@ -43,7 +42,9 @@ class LRRangeTest(Callback):
             :mod:`lightning_clr.schedules`); ``None`` means the default, ``Triangular()``: one CLR
             triangle fitted to the run, the schedule that won across ``benchmarks/suite.py``.
         start_lr: the LR of the first sweep step.
-        end_lr: the LR of the last sweep step (before any extension, see ``max_extensions``).
+        end_lr: the LR of the last planned sweep step. At its default (100) the sweep goes on
+            past it while the loss still falls (see ``max_extensions``); any other value is a
+            ceiling the sweep never passes.
         num_steps: optimizer steps in the sweep (one point each). The sweep cycles the
             train loader if an epoch is shorter and ignores ``max_epochs`` and ``limit_train_batches``.
         mode: ``"exponential"`` (evenly spaced in log LR, as fastai) or ``"linear"`` (as Smith).
@@ -61,7 +62,8 @@ class LRRangeTest(Callback):
         group_scales: LR of each param group relative to the others, during the sweep and
             in the schedule, e.g. ``[0.1, 1.0]``; ``None`` keeps the optimizer's LR ratios.
         max_extensions: while the loss is still falling at the last LR, continue the sweep
-            by another decade (exponential) or half its length (linear), at most this many times.
+            by another decade (exponential) or half its length (linear), at most this many times;
+            only past the default ``end_lr``, and never above ``settings.MAX_LR`` (1e4).
         min_fall: a sweep whose loss falls by less than this fraction of its top trained too
             little to read (its loss moved only near the unstable LRs): it is run again from
             the same state with twice the steps, at most ``max_reruns`` times. 0 never reruns.
@@ -229,8 +231,9 @@ class LRRangeTest(Callback):
 
     def _policy(self) -> Policy:
         """What the settings allow a sweep whose curve cannot be read yet (see :mod:`.readability`)."""
-        return Policy(self._mode, self._num_steps, self._max_extensions, self._min_fall, self._max_reruns,
-                      ceiling=math.inf)
+        # the default end is a first guess the sweep may pass; an end the user set is a ceiling
+        ceiling = settings.MAX_LR if self._end_lr == settings.DEFAULT_END_LR else self._end_lr
+        return Policy(self._mode, self._num_steps, self._max_extensions, self._min_fall, self._max_reruns, ceiling)
 
     def _step_counts(self, trainer: L.Trainer) -> tuple[int, int | None]:
         """``(steps_per_epoch, total_steps)``; a loader without a length works unless the shape needs it."""

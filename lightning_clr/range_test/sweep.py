@@ -69,13 +69,19 @@ class SweepRecord:
 
 
 def sweep_lrs(start_lr: float, end_lr: float, num_steps: int, mode: str) -> list[float]:
-    """The LR at each of ``num_steps`` sweep steps, from ``start_lr`` to ``end_lr`` inclusive."""
+    """The LR at each of ``num_steps`` sweep steps, from ``start_lr`` to ``end_lr`` inclusive.
+
+    Both ends are exact (not rounded by the spacing's arithmetic): a user's ``end_lr`` is a
+    ceiling the sweep reaches and never passes.
+    """
     if num_steps == 1:
         return [start_lr]
-    fractions = [i / (num_steps - 1) for i in range(num_steps)]
+    fractions = [i / (num_steps - 1) for i in range(1, num_steps - 1)]
     if mode == "exponential":
-        return [start_lr * (end_lr / start_lr) ** f for f in fractions]
-    return [start_lr + (end_lr - start_lr) * f for f in fractions]
+        inner = [start_lr * (end_lr / start_lr) ** f for f in fractions]
+    else:
+        inner = [start_lr + (end_lr - start_lr) * f for f in fractions]
+    return [start_lr, *inner, end_lr]
 
 
 def check_record(record: SweepRecord, start_lr: float) -> None:
