@@ -3,21 +3,25 @@ and errors that name the setting to change."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import inspect
 import math
+from typing import ClassVar
 
 import lightning as L
 import numpy as np
 import pytest
 import torch
+from lightning.pytorch.callbacks import BackboneFinetuning, StochasticWeightAveraging
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_clr import LRRangeTest, schedules
+from lightning_clr import LRRangeTest, RangeTestResult, schedules
 from lightning_clr.range_test import settings
 from lightning_clr.range_test.readability import EXTEND, FALLBACK, READ, RERUN, Policy, decide, extension
 from lightning_clr.range_test.sweep import sweep_lrs
-from tests.helpers import tiny_trainer
+from tests.helpers import LRRecorder, tiny_data, tiny_model, tiny_trainer
+from tests.test_in_projects import Backboned
 
 
 class TestNamedSettings:
@@ -188,3 +192,68 @@ class TestCeiling:
             for start, end, n in ((1e-5, 1.0, 40), (3e-4, 0.7, 23), (1e-3, 10.0, 200)):
                 lrs = sweep_lrs(start, end, n, mode)
                 assert (lrs[0], lrs[-1], len(lrs)) == (start, end, n) and max(lrs) == end
+
+
+class ResultProbe(L.Callback):
+    """Copies the finder's result (and its dict) in ``on_fit_start``, right after the finder's own."""
+
+    def __init__(self, finder: LRRangeTest) -> None:
+        self.finder = finder
+
+    def on_fit_start(self, trainer, pl_module):
+        self.result = copy.deepcopy(self.finder.result)
+        self.state = self.finder.result.to_dict()
+
+
+class TestResultIsARecord:
+    FINDER: ClassVar[dict] = {"num_steps": 20, "start_lr": 1e-4, "end_lr": 1.0, "progress_bar": False}
+
+    def test_it_is_frozen(self):
+        result = RangeTestResult([1e-3, 1e-2], [1.0, 0.5], [1.0, 0.5], 1e-3, 1e-2, "smith", "completed")
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            result.group_ratios = [1.0, 2.0]  # type: ignore[misc]
+        assert RangeTestResult.from_dict(result.to_dict()) == result
+
+    def test_stochastic_weight_averaging_leaves_it_as_it_was(self, tmp_path):
+        finder = LRRangeTest(schedules.Triangular(), **self.FINDER)
+        probe, recorder = ResultProbe(finder), LRRecorder()
+        swa = StochasticWeightAveraging(swa_lrs=0.05, swa_epoch_start=2, annealing_epochs=1)  # from epoch index 1
+        trainer = tiny_trainer(tmp_path, callbacks=[finder, probe, swa, recorder], max_epochs=3, limit_train_batches=4)
+        trainer.fit(tiny_model(), datamodule=tiny_data())
+        assert finder.result == probe.result and finder.result.to_dict() == probe.state
+        assert finder.result.group_ratios == [1.0]
+        lrs = [group[0] for group in recorder.lrs]
+        assert lrs[0] == pytest.approx(finder.result.base_lr) and lrs[1] > lrs[0]  # the triangle, then SWA's LR
+        assert lrs[4:8] == [lrs[4]] * 4 and lrs[8:] == [pytest.approx(0.05)] * 4  # SWALR steps once an epoch
+        assert finder._group_ratios[0] != 1.0  # the live ratio followed SWA's LR
+
+    def test_backbone_finetuning_leaves_it_as_it_was_and_the_new_group_trains(self, tmp_path):
+        finder = LRRangeTest(schedules.SGDR(), **self.FINDER)
+        probe, recorder = ResultProbe(finder), LRRecorder()
+        tuning = BackboneFinetuning(unfreeze_backbone_at_epoch=1, backbone_initial_ratio_lr=0.1, should_align=False)
+        trainer = tiny_trainer(tmp_path, callbacks=[tuning, finder, probe, recorder], max_epochs=2,
+                               limit_train_batches=4)
+        trainer.fit(Backboned(), datamodule=tiny_data())
+        assert finder.result == probe.result and finder.result.to_dict() == probe.state
+        assert finder.result.group_ratios == [1.0]
+        assert [len(groups) for groups in recorder.lrs] == [1] * 4 + [2] * 4  # the unfrozen backbone trains
+        assert [b / a for a, b in recorder.lrs[4:]] == [pytest.approx(0.1, rel=1e-6)] * 4
+        assert finder._group_ratios == [1.0, pytest.approx(0.1, rel=1e-6)]
+
+    def test_a_checkpoint_keeps_the_record_and_the_live_ratios(self, tmp_path):
+        finder = LRRangeTest(schedules.SGDR(), **self.FINDER)
+        tuning = BackboneFinetuning(unfreeze_backbone_at_epoch=1, backbone_initial_ratio_lr=0.1, should_align=False)
+        tiny_trainer(tmp_path, callbacks=[tuning, finder], max_epochs=2, limit_train_batches=4).fit(
+            Backboned(), datamodule=tiny_data())
+        state = torch.load(_saved(finder.state_dict(), tmp_path), weights_only=True)
+        again = LRRangeTest(schedules.SGDR(), **self.FINDER)
+        again.load_state_dict(state)
+        assert again.result == finder.result and again.result.group_ratios == [1.0]
+        assert again._group_ratios == finder._group_ratios and len(again._group_ratios) == 2
+        assert again.restored
+
+
+def _saved(state: dict, tmp_path) -> str:
+    path = str(tmp_path / "state.pt")
+    torch.save(state, path)
+    return path

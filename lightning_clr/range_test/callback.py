@@ -33,6 +33,9 @@ from lightning_clr.range_test.result import RangeTestResult
 from lightning_clr.range_test.sweep import check_record, held_out_batches, run_sweep, sweep_lrs
 from lightning_clr.selection import RULES, select_bounds
 
+#: the checkpoint key of the param groups' LR ratios as training left them
+_LIVE_RATIOS = "live_group_ratios"
+
 
 class LRRangeTest(Callback):
     """Runs an LR range test at the start of ``fit`` and trains with a schedule between its bounds.
@@ -151,6 +154,9 @@ class LRRangeTest(Callback):
         self._restored = False
         self._plan: dict[str, Any] = {}
         self._saved_plan: dict[str, Any] = {}
+        # each param group's LR ratio as training goes on: groups added (BackboneFinetuning) or LRs
+        # changed by other callbacks (SWA) move these, never the result, which records the range test
+        self._group_ratios: list[float] = []
 
     @property
     def schedule(self) -> _schedules.Schedule:
@@ -191,8 +197,10 @@ class LRRangeTest(Callback):
         elif self._bounds is not None:
             base, top = self._bounds
             self.result = RangeTestResult([], [], [], base, top, "explicit", "explicit bounds", group_ratios=ratios)
+            self._group_ratios = list(ratios)
         else:
             self.result = self._sweep(trainer, pl_module, optimizer, ratios)
+            self._group_ratios = list(self.result.group_ratios)
             log_range_test(trainer, self.result)
         self._install(trainer, optimizer, per_epoch, total)
         if attr is not None:
@@ -203,12 +211,12 @@ class LRRangeTest(Callback):
                              batch_idx: int) -> None:
         if self.scheduler is None or self.result is None:
             return
-        known, optimizer = len(self.result.group_ratios), trainer.optimizers[0]
+        known, optimizer = len(self._group_ratios), trainer.optimizers[0]
         if len(optimizer.param_groups) > known:  # e.g. BackboneFinetuning unfroze a backbone
             added = adopt_new_groups(self.scheduler, optimizer, known)
-            self.result.group_ratios = [*self.result.group_ratios, *added]
+            self._group_ratios.extend(added)
             rank_zero_info(f"LRRangeTest: {len(added)} new param group(s) follow the schedule at LR ratios {added}.")
-        follow_outside_changes(self.scheduler, optimizer, self.result.group_ratios)
+        follow_outside_changes(self.scheduler, optimizer, self._group_ratios)
 
     @override
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -219,14 +227,18 @@ class LRRangeTest(Callback):
     @override
     def state_dict(self) -> dict[str, Any]:
         # plain numbers and strings only: the checkpoint loads with torch.load(weights_only=True)
-        return {} if self.result is None else {"result": self.result.to_dict(), **self._plan}
+        if self.result is None:
+            return {}
+        return {"result": self.result.to_dict(), _LIVE_RATIOS: list(self._group_ratios), **self._plan}
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if "result" in state_dict:
             self.result = RangeTestResult.from_dict(state_dict["result"])
+            # a checkpoint of an earlier version kept the live ratios in its result
+            self._group_ratios = list(state_dict.get(_LIVE_RATIOS, self.result.group_ratios))
             self._saved_plan = {"bounds": [self.result.base_lr, self.result.max_lr],
-                                **{k: v for k, v in state_dict.items() if k != "result"}}
+                                **{k: v for k, v in state_dict.items() if k not in ("result", _LIVE_RATIOS)}}
             self._restored = True
 
     def _policy(self) -> Policy:
@@ -282,7 +294,7 @@ class LRRangeTest(Callback):
             names = ", ".join(type(c.scheduler).__name__ for c in trainer.lr_scheduler_configs)
             rank_zero_warn(f"LRRangeTest: replacing the scheduler from configure_optimizers ({names}) with "
                            f"{type(spec).__name__} between the found bounds.")
-        ratios = result.group_ratios
+        ratios = self._group_ratios
         self.scheduler = spec.build(optimizer, [result.base_lr * r for r in ratios],
                                     [result.max_lr * r for r in ratios], steps_per_epoch=per_epoch, total_steps=total)
         steps.register_schedule(self.scheduler, spec)

@@ -10,9 +10,9 @@ class RangeTestError(RuntimeError):
     """The range test could not produce a usable curve (e.g. NaN loss at the first step)."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class RangeTestResult:
-    """What the range test measured and chose.
+    """What the range test measured and chose: a record, fixed once the range test ends.
 
     Attributes:
         lrs: the LR of the first param group at each recorded step.
@@ -26,8 +26,10 @@ class RangeTestResult:
             when no sweep ran, or ``"smoke test"`` for a ``fast_dev_run``.
         fallback: ``None`` if the rule read the bounds off the curve, else why a
             documented fallback was used.
-        group_ratios: each param group's LR divided by the first group's; the
-            schedule keeps these ratios.
+        group_ratios: each param group's LR divided by the first group's when the range test
+            ran; the schedule starts with these ratios. Groups added later (``BackboneFinetuning``)
+            or LRs changed by other callbacks (``StochasticWeightAveraging``) are followed by the
+            callback and leave this record as it is.
         skipped_steps: sweep steps not recorded: the gradient scaler skipped the update
             (inf/NaN gradients, e.g. with ``precision="16-mixed"``) or ``training_step``
             returned ``None``. The same LR is tried again on the next batch.
@@ -57,4 +59,5 @@ class RangeTestResult:
 
     @classmethod
     def from_dict(cls, state: dict[str, Any]) -> RangeTestResult:
+        """The inverse of :meth:`to_dict`."""
         return cls(**state)
