@@ -129,7 +129,8 @@ def test_fast_dev_run_skips_the_range_test(spec, tmp_path, caplog):
     finder = LRRangeTest(spec, **FINDER)
     trainer = L.Trainer(fast_dev_run=True, accelerator="cpu", callbacks=[finder], logger=False,
                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(tmp_path))
-    trainer.fit(tiny_model(), datamodule=tiny_data())
+    with pytest.warns(UserWarning, match="skipped, since fast_dev_run is on; .* Run without fast_dev_run to run"):
+        trainer.fit(tiny_model(), datamodule=tiny_data())
     assert finder.result is None and trainer.global_step == 1
     assert trainer.optimizers[0].param_groups[0]["lr"] == 0.1  # the module's own LR
 

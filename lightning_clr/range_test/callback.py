@@ -85,7 +85,7 @@ class LRRangeTest(Callback):
     On ``fit(ckpt_path=...)`` the bounds come from the checkpoint (no new range test) and
     Lightning restores the schedule's step, so the LR continues exactly where it stopped.
     A second ``fit`` of the same Trainer keeps the bounds and fits the schedule to the
-    remaining steps. ``fast_dev_run`` skips the range test and keeps the optimizer's LR.
+    remaining steps. ``fast_dev_run`` skips the range test (with a warning) and keeps the optimizer's LR.
 
     Example::
 
@@ -171,7 +171,8 @@ class LRRangeTest(Callback):
     @override
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.fast_dev_run:
-            rank_zero_info("LRRangeTest: skipped, since fast_dev_run is on; training keeps the optimizer's LR.")
+            rank_zero_warn("LRRangeTest: skipped, since fast_dev_run is on; training keeps the optimizer's LR. "
+                           "Run without fast_dev_run to run the range test.")
             return
         optimizer = sweep_optimizer(trainer, pl_module, restored=self._restored,
                                     replace_scheduler=self._replace_scheduler)
