@@ -14,9 +14,11 @@ import numpy as np
 import pytest
 import torch
 from lightning.pytorch.callbacks import BackboneFinetuning, StochasticWeightAveraging
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_clr import LRRangeTest, RangeTestResult, schedules
+from lightning_clr.models import Classifier
 from lightning_clr.range_test import settings
 from lightning_clr.range_test.readability import EXTEND, FALLBACK, READ, RERUN, Policy, decide, extension
 from lightning_clr.range_test.sweep import sweep_lrs
@@ -257,3 +259,38 @@ def _saved(state: dict, tmp_path) -> str:
     path = str(tmp_path / "state.pt")
     torch.save(state, path)
     return path
+
+
+class Counted(Classifier):
+    """A classifier that counts its ``training_step`` calls."""
+
+    calls: ClassVar[list[int]] = []
+
+    def training_step(self, batch, batch_idx):
+        Counted.calls.append(batch_idx)
+        return super().training_step(batch, batch_idx)
+
+
+def _loader(n: int) -> DataLoader:
+    g = torch.Generator().manual_seed(0)
+    return DataLoader(TensorDataset(torch.randn(n, 40, generator=g), torch.randint(0, 4, (n,), generator=g)),
+                      batch_size=16)
+
+
+class TestValidationMetric:
+    @pytest.mark.parametrize("fit_kwargs, trainer_kwargs, cause", [
+        ({"val_dataloaders": _loader(0)}, {}, "the validation loader yielded no batch"),
+        ({}, {}, "the fit has no validation loader"),
+        ({"val_dataloaders": _loader(32)}, {"limit_val_batches": 0}, "limit_val_batches=0"),
+    ], ids=["empty loader", "no loader", "limit 0"])
+    def test_val_loss_without_validation_batches_is_refused_before_the_sweep(self, tmp_path, fit_kwargs,
+                                                                             trainer_kwargs, cause):
+        Counted.calls.clear()
+        finder = LRRangeTest(metric="val_loss", num_steps=20, progress_bar=False)
+        trainer = tiny_trainer(tmp_path, callbacks=[finder], max_steps=1, **trainer_kwargs)
+        with pytest.raises(MisconfigurationException) as err:
+            trainer.fit(Counted(tiny_model().net, num_classes=4), train_dataloaders=_loader(64), **fit_kwargs)
+        message = str(err.value)
+        assert f"metric='val_loss') needs validation data, but {cause}; " in message
+        assert message.endswith("or set metric='train_loss'.") and "\n" not in message
+        assert Counted.calls == [] and finder.result is None  # refused before any sweep step

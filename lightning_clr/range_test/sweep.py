@@ -315,20 +315,29 @@ def held_out_batches(trainer: L.Trainer, count: int) -> list[Any]:
     """The first ``count`` batches of the first validation loader, on the device.
 
     Raises:
-        MisconfigurationException: the fit has no validation data.
+        MisconfigurationException: the fit has no validation batch (no loader, an empty one, or
+            ``limit_val_batches=0``); one line naming ``metric`` and the fix.
     """
+    if trainer.limit_val_batches == 0:
+        _no_validation(f"limit_val_batches={trainer.limit_val_batches!r}")
     loaders = validation_loaders(trainer)
     if not loaders:
-        raise MisconfigurationException(
-            "LRRangeTest(metric='val_loss') needs validation data; pass val_dataloaders (or a datamodule with "
-            "val_dataloader) to fit, or use metric='train_loss'."
-        )
+        _no_validation("the fit has no validation loader")
     batches = []
     for batch in private_iterator(loaders[0]):
         batches.append(trainer.strategy.batch_to_device(batch))
         if len(batches) == count:
             break
+    if not batches:
+        _no_validation("the validation loader yielded no batch")
     return batches
+
+
+def _no_validation(cause: str) -> None:
+    raise MisconfigurationException(
+        f"LRRangeTest(metric='val_loss') needs validation data, but {cause}; give it validation batches "
+        "(val_dataloaders, or a datamodule with val_dataloader, and limit_val_batches > 0), or set metric='train_loss'."
+    )
 
 
 def _as_list(optimizers: Any) -> list[Any]:
