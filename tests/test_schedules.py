@@ -36,6 +36,7 @@ from lightning_clr.schedules import (
     Triangular,
     Triangular2,
     sgdr_lr,
+    wsd_lr,
 )
 
 BASE, MAX = 1e-3, 0.1
@@ -170,10 +171,13 @@ ALL_SPECS = [
     pytest.param(ExpRange(step_size=60), id="exp_range"),
     pytest.param(SGDR(cycle_steps=50, cycle_mult=2), id="sgdr"),
     pytest.param(SGDR(cycle_steps=40, cycle_mult=1.5, cycle_decay=0.7, warmup_steps=15), id="sgdr-warmup"),
+    pytest.param(SGDR(cycle_steps=40, cycle_mult=1.5, restart_warmup_steps=6), id="sgdr-restart-warmup-steps"),
     pytest.param(OneCycle(), id="one_cycle"),
     pytest.param(StepDecay(step_size=70), id="step"),
     pytest.param(ExponentialDecay(), id="exp_decay"),
     pytest.param(Cosine(), id="cosine"),
+    pytest.param(schedules.WSD(), id="wsd"),
+    pytest.param(schedules.WSD(warmup=0.1, decay=0.3, decay_shape="cosine"), id="wsd-cosine"),
 ]
 
 
@@ -248,6 +252,48 @@ class TestSGDR:
         lrs = self.lrs(SGDR(cycle_steps=10, cycle_mult=1), 30)
         assert [lrs[s] for s in (0, 10, 20)] == pytest.approx([0.1, 0.055, 0.0325], rel=1e-12)
         assert min(lrs) > 0.01
+
+    @pytest.mark.parametrize("fraction", [0.0, 0.5], ids=["alone", "overrides-fraction"])
+    def test_restart_warmup_steps_at_every_step(self, fraction):
+        # restarts at 4 + (0, 10, 25, 48, 82): cycles of 10, 15, 23, 34, 50 steps; after each restart the LR
+        # climbs from the floor (0.02) to the cycle's peak over 3 steps, then the cosine takes the rest
+        spec = SGDR(cycle_steps=10, cycle_mult=1.5, cycle_decay=0.7, warmup_steps=4, floor=0.2, restart_warmup=fraction,
+                    restart_warmup_steps=3)
+        lrs = self.lrs(spec, 120)
+        starts = [4 + s for s in (0, 10, 25, 48, 82, 132)]
+        for step, lr in enumerate(lrs[4:], start=4):
+            i = max(k for k, s in enumerate(starts) if s <= step)
+            j, length = step - starts[i], starts[i + 1] - starts[i]
+            peak = 0.02 + 0.08 * 0.7**i
+            ramp = 3 if i > 0 else 0
+            expected = (0.02 + (peak - 0.02) * j / 3 if j < ramp else
+                        0.02 + 0.5 * (peak - 0.02) * (1 + math.cos(math.pi * (j - ramp) / (length - ramp))))
+            assert lr == pytest.approx(expected, rel=1e-12, abs=1e-15), f"step {step}"
+        assert [lrs[s] for s in (14, 15, 16, 17)] == pytest.approx([0.02, 0.02 + 0.056 / 3, 0.02 + 0.112 / 3, 0.076])
+
+    def test_restart_warmup_steps_zero_is_the_published_restart(self):
+        assert self.lrs(SGDR(cycle_steps=10, restart_warmup_steps=0), 40) == self.lrs(SGDR(cycle_steps=10), 40)
+
+    @pytest.mark.parametrize(
+        "spec,total,shortest",
+        [
+            (SGDR(cycle_steps=10, cycle_mult=1, restart_warmup_steps=10), 100, 10),
+            (SGDR(cycle_steps=10, cycle_mult=1, restart_warmup_steps=10), None, 10),
+            (SGDR(cycle_steps=8, cycle_mult=0.5, restart_warmup_steps=2), 100, 1),  # cycles of 8, 4, 2, 1 steps
+        ],
+    )
+    def test_restart_warmup_steps_must_fit_in_every_restarted_cycle(self, spec, total, shortest):
+        pattern = rf"restart_warmup_steps={spec.restart_warmup_steps} does not fit in a restarted cycle of {shortest} "
+        with pytest.raises(ValueError, match=pattern):
+            _build_error(spec, total=total)()
+        with pytest.raises(ValueError, match=pattern):
+            spec.check(steps_per_epoch=SPE, total_steps=total)
+
+    def test_restart_warmup_steps_only_checks_the_cycles_the_run_reaches(self):
+        spec = SGDR(cycle_steps=8, cycle_mult=0.5, restart_warmup_steps=2)  # the run ends in the 4-step cycle
+        optimizer = make_optimizer()
+        lrs = [lr[0] for lr in record(optimizer, build(spec, optimizer, 0.01, 0.1, total=10, spe=10), 10)[0]]
+        assert lrs[8:] == pytest.approx([0.01, 0.01 + 0.045 / 2, 0.055], rel=1e-12)  # base_lr, up to the peak 0.055
 
     def test_floor_scales_with_each_groups_max_lr(self):
         optimizer = make_optimizer(groups=2)
@@ -324,6 +370,84 @@ class TestSGDR:
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             assert scheduler.get_lr() == pytest.approx([MAX])
+
+
+WSD_SHAPES = {"linear": lambda p: 1 - p, "cosine": lambda p: (1 + math.cos(math.pi * p)) / 2,
+              "1-sqrt": lambda p: 1 - math.sqrt(p)}
+
+
+class TestWSD:
+    """Warmup-stable-decay against its closed form: base + (max - base) * min(rise, fall)."""
+
+    def expected(self, step, total, warmup, decay, shape, base=0.01, peak=0.1):
+        rise = min(step / (warmup * total), 1.0) if warmup > 0 else 1.0
+        decay_start = total - decay * total
+        fall = WSD_SHAPES[shape](min(max((step - decay_start) / (decay * total), 0.0), 1.0))
+        return base + (peak - base) * min(rise, fall)
+
+    @pytest.mark.parametrize(
+        "total,warmup,decay,shape",
+        [
+            (1000, 0.05, 0.2, "1-sqrt"),  # the defaults
+            (400, 0.1, 0.1, "linear"),
+            (10, 0.2, 0.3, "linear"),
+            (13, 0.05, 0.2, "1-sqrt"),  # warm-up shorter than a step: step 0 at base_lr, step 1 at max_lr
+            (7, 0.0, 1.0, "cosine"),  # no warm-up, no plateau: Cosine()
+            (19, 0.5, 0.5, "cosine"),  # no plateau
+            (3, 0.3, 0.3, "1-sqrt"),
+        ],
+    )
+    def test_every_step(self, total, warmup, decay, shape):
+        spec = schedules.WSD(warmup=warmup, decay=decay, decay_shape=shape)
+        optimizer = make_optimizer()
+        lrs, _ = record(optimizer, build(spec, optimizer, 0.01, 0.1, total=total, spe=5), total + 5)
+        for step, lr in enumerate(lrs):
+            expected = self.expected(step, total, warmup, decay, shape)
+            assert lr[0] == pytest.approx(expected, rel=1e-12), f"step {step}"
+        assert lrs[total:] == [[pytest.approx(0.01, rel=1e-12)]] * 6  # the run ends at base_lr and stays there
+
+    def test_numbers_of_a_ten_step_run(self):
+        spec = schedules.WSD(warmup=0.2, decay=0.3, decay_shape="linear")
+        optimizer = make_optimizer()
+        lrs, _ = record(optimizer, build(spec, optimizer, 0.01, 0.1, total=10), 10)
+        assert [lr[0] for lr in lrs] == pytest.approx(
+            [0.01, 0.055, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.07, 0.04, 0.01], rel=1e-12
+        )
+
+    def test_one_minus_sqrt_decays_faster_than_linear_at_first(self):
+        assert wsd_lr(85, 0.0, 1.0, 100, decay=0.2, decay_shape="1-sqrt") == pytest.approx(0.5, rel=1e-12)
+        assert wsd_lr(85, 0.0, 1.0, 100, decay=0.2, decay_shape="linear") == pytest.approx(0.75, rel=1e-12)
+        assert wsd_lr(90, 0.0, 1.0, 100, decay=0.2, decay_shape="cosine") == pytest.approx(0.5, rel=1e-12)
+
+    def test_short_run_state_dict_round_trip(self):
+        spec = schedules.WSD(warmup=0.25, decay=0.5)
+        optimizer = make_optimizer(groups=2)
+        scheduler = build(spec, optimizer, [BASE, 10 * BASE], [MAX, 10 * MAX], total=12)
+        record(optimizer, scheduler, 5)
+        buffer = io.BytesIO()
+        torch.save(scheduler.state_dict(), buffer)
+        rest, _ = record(optimizer, scheduler, 7)
+        buffer.seek(0)
+        fresh = make_optimizer(groups=2)
+        resumed = build(spec, fresh, [BASE, 10 * BASE], [MAX, 10 * MAX], total=12)
+        resumed.load_state_dict(torch.load(buffer, weights_only=True))
+        assert resumed.get_lr() == rest[0]
+        fresh.param_groups[0]["lr"], fresh.param_groups[1]["lr"] = rest[0]
+        again, _ = record(fresh, resumed, 7)
+        assert again == rest and rest[-1] == [pytest.approx(BASE), pytest.approx(10 * BASE)]
+
+    @pytest.mark.parametrize(
+        "kwargs,pattern",
+        [
+            ({"warmup": 1.0}, r"WSD: warmup must be in \[0, 1\) \(a fraction of the run\), got 1\.0"),
+            ({"decay": 0.0}, r"WSD: decay must be in \(0, 1\] \(a fraction of the run\), got 0\.0"),
+            ({"warmup": 0.5, "decay": 0.6}, r"WSD: warmup \(0\.5\) \+ decay \(0\.6\) must be <= 1"),
+            ({"decay_shape": "sqrt"}, r"WSD: decay_shape must be 'linear' or 'cosine' or '1-sqrt', got 'sqrt'"),
+        ],
+    )
+    def test_validation(self, kwargs, pattern):
+        with pytest.raises(ValueError, match=pattern):
+            schedules.WSD(**kwargs)
 
 
 class TestCycleEnds:
@@ -511,7 +635,7 @@ class TestValidation:
             _build_error(spec, spe=0)()
 
     @pytest.mark.parametrize(
-        "spec", [OneCycle(), Cosine(), StepDecay(), ExponentialDecay()], ids=lambda s: type(s).__name__
+        "spec", [OneCycle(), Cosine(), StepDecay(), ExponentialDecay(), schedules.WSD()], ids=lambda s: type(s).__name__
     )
     def test_total_steps_required(self, spec):
         with pytest.raises(ValueError, match=rf"{type(spec).__name__} needs total_steps, got None; set max_epochs"):
@@ -602,9 +726,10 @@ class TestFittedCycles:
 class TestRegistry:
     def test_names(self):
         assert set(SCHEDULES) == {
-            "constant", "triangular", "triangular2", "exp_range", "sgdr", "one_cycle", "step", "exp_decay", "cosine"
+            "constant", "triangular", "triangular2", "exp_range", "sgdr", "one_cycle", "step", "exp_decay", "cosine",
+            "wsd",
         }
-        assert schedules.SGDR is SGDR and SCHEDULES["sgdr"] is SGDR
+        assert schedules.SGDR is SGDR and SCHEDULES["sgdr"] is SGDR and SCHEDULES["wsd"] is schedules.WSD
 
     @pytest.mark.parametrize("name", sorted(SCHEDULES))
     def test_defaults_build_a_scheduler(self, name):

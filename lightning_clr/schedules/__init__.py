@@ -12,8 +12,14 @@ which a cycle ends (for snapshot ensembles).
   with fractional ``cycle_mult``, peak decay and warmup.
 - :class:`OneCycle`: 1cycle, Smith & Topin arXiv 1708.07120 and Smith arXiv 1803.09820
   (torch's ``OneCycleLR``).
+- :class:`WSD`: warmup-stable-decay, Hägele et al., arXiv 2405.18392.
 - :class:`StepDecay`, :class:`ExponentialDecay`, :class:`Cosine`: classic annealings from
   ``max_lr`` toward ``base_lr``; :class:`Constant`: the fixed-LR baseline.
+
+The base class :class:`Schedule` does the param-group work once (per-group bounds, stale
+optimizer state, momentum checks, a ``state_dict`` of plain numbers); each spec gives its
+lengths in steps and its LR as a pure function of the step count (``sgdr_lr``, ``wsd_lr``,
+...), or torch's own scheduler where torch computes the schedule exactly.
 
 Example::
 
@@ -30,15 +36,17 @@ Example::
 from lightning_clr.schedules.annealing import (
     Constant,
     Cosine,
-    CosineScheduler,
     ExponentialDecay,
     StepDecay,
+    constant_lr,
     cosine_lr,
+    step_decay_lr,
 )
 from lightning_clr.schedules.base import ClosedFormLR, Schedule
 from lightning_clr.schedules.cyclic import ExpRange, Triangular, Triangular2
 from lightning_clr.schedules.one_cycle import OneCycle
-from lightning_clr.schedules.sgdr import SGDR, SGDRScheduler, sgdr_lr
+from lightning_clr.schedules.sgdr import SGDR, sgdr_lr
+from lightning_clr.schedules.wsd import WSD, wsd_lr
 
 SCHEDULES: dict[str, type[Schedule]] = {
     "constant": Constant,
@@ -50,23 +58,26 @@ SCHEDULES: dict[str, type[Schedule]] = {
     "step": StepDecay,
     "exp_decay": ExponentialDecay,
     "cosine": Cosine,
+    "wsd": WSD,
 }
 
 __all__ = [
     "SCHEDULES",
     "SGDR",
+    "WSD",
     "ClosedFormLR",
     "Constant",
     "Cosine",
-    "CosineScheduler",
     "ExpRange",
     "ExponentialDecay",
     "OneCycle",
-    "SGDRScheduler",
     "Schedule",
     "StepDecay",
     "Triangular",
     "Triangular2",
+    "constant_lr",
     "cosine_lr",
     "sgdr_lr",
+    "step_decay_lr",
+    "wsd_lr",
 ]

@@ -1,33 +1,51 @@
-"""Common base of the schedule specs and the helpers they share.
+"""The base class of the schedule specs, which owns the param-group work, and the helpers they share.
 
 A schedule spec holds only the *shape* of a schedule. The learning-rate bounds come
 from the range test and the step counts from the Trainer, so both are passed to
 :meth:`Schedule.build`, which turns the spec into a ``torch.optim.lr_scheduler.LRScheduler``
 stepped once per optimizer step.
+
+:meth:`Schedule.build` does the work every schedule shares, once: it checks the step counts,
+expands the bounds to one pair per param group, checks momentum cycling, forgets what an
+earlier scheduler left in the param groups, and wraps the result in a scheduler whose
+``state_dict`` round-trips through checkpoints. A spec states only
+
+- :meth:`Schedule.shape`: its lengths for one run, in optimizer steps (plain numbers), and
+- ``lr_at``: its learning rate as a pure function ``lr_at(step, base_lr, max_lr, **shape)``,
+
+after timm's ``Scheduler._get_lr(t)`` and nanoGPT's ``get_lr(it)``. Where torch computes a
+schedule exactly (``CyclicLR``, ``OneCycleLR``), the spec overrides :meth:`Schedule.torch_scheduler`
+instead of giving ``lr_at``.
 """
 
 from __future__ import annotations
 
-import math
-import numbers
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
-Bound = float | Sequence[float]
+from lightning_clr.schedules.checks import Bound, check_steps, fail, name_of, require, resolve_bounds
+
+#: a schedule's learning rate at a step: ``lr_at(step, base_lr, max_lr, **shape)``
+LRFunction = Callable[..., float]
 
 
 @dataclass
 class Schedule(ABC):
     """Base class of every schedule spec.
 
-    Subclasses are dataclasses of shape parameters, validated in ``__post_init__``.
+    Subclasses are dataclasses of shape parameters, validated in ``__post_init__``; each
+    gives :meth:`shape` and either ``lr_at`` (a pure function, wrapped in a
+    :class:`ClosedFormLR`) or :meth:`torch_scheduler`.
     """
 
-    @abstractmethod
+    #: the schedule as a pure function of the step count, ``lr_at(step, base_lr, max_lr, **shape)``
+    lr_at: ClassVar[LRFunction | None] = None
+
     def build(
         self,
         optimizer: Optimizer,
@@ -53,13 +71,50 @@ class Schedule(ABC):
         Raises:
             ValueError: If the bounds or step counts are invalid for this schedule.
         """
+        check_steps(self, steps_per_epoch, total_steps)
+        lows, highs = resolve_bounds(self, optimizer, base_lr, max_lr)
+        self.check_bounds(lows, highs)
+        cycle_momentum = self.cycles_momentum(optimizer)
+        if cycle_momentum and not has_momentum_slot(optimizer):
+            fail(
+                f"{name_of(self)}: cycle_momentum=True but {type(optimizer).__name__} has "
+                f"no momentum or betas to cycle; set cycle_momentum=False or use SGD/Adam"
+            )
+        shape = self.shape(steps_per_epoch, total_steps)
+        lr_at = type(self).lr_at
+        if lr_at is None:
+            reset_lrs(optimizer, lows)
+            return self.torch_scheduler(optimizer, lows, highs, shape, cycle_momentum)
+        return ClosedFormLR(optimizer, lr_at, lows, highs, shape)
+
+    @abstractmethod
+    def shape(self, steps_per_epoch: int, total_steps: int | None) -> dict[str, Any]:
+        """This run's shape in optimizer steps: the keyword arguments of ``lr_at`` (plain numbers).
+
+        Raises:
+            ValueError: The step counts give the schedule no valid shape (e.g. a first cycle
+                shorter than one step, or no run length where the shape spans the run).
+        """
+
+    def check_bounds(self, lows: list[float], highs: list[float]) -> None:
+        """Refuse per-group bounds this schedule cannot follow (every valid pair by default)."""
+
+    def cycles_momentum(self, optimizer: Optimizer) -> bool:
+        """Whether the scheduler cycles the optimizer's momentum (never by default)."""
+        return False
+
+    def torch_scheduler(
+        self, optimizer: Optimizer, lows: list[float], highs: list[float], shape: dict[str, Any], cycle_momentum: bool
+    ) -> LRScheduler:
+        """torch's own scheduler for this schedule, for specs without ``lr_at``; the groups start at ``lows``."""
+        raise NotImplementedError(f"{name_of(self)} gives neither lr_at nor torch_scheduler")
 
     def cycle_ends(self, *, steps_per_epoch: int, total_steps: int) -> list[int]:
         """Step counts (completed optimizer steps) at which a cycle ends, up to ``total_steps``.
 
         Schedules without cycles end once, at ``total_steps``.
         """
-        check_steps(self, steps_per_epoch, total_steps, need_total=True)
+        self.check(steps_per_epoch=steps_per_epoch, total_steps=total_steps)
         return [total_steps]
 
     @property
@@ -79,86 +134,60 @@ class Schedule(ABC):
             ValueError: the run has no end but the schedule needs one, or the step counts
                 give the schedule no valid shape (e.g. a first cycle shorter than one step).
         """
-        if total_steps is None:
-            check_steps(self, steps_per_epoch, None, need_total=self.needs_total_steps)
-        else:
-            self.cycle_ends(steps_per_epoch=steps_per_epoch, total_steps=total_steps)
+        check_steps(self, steps_per_epoch, total_steps)
+        self.shape(steps_per_epoch, total_steps)
 
 
-def fail(message: str) -> None:
-    """Raise ``ValueError(message)``; keeps validation blocks one line per rule."""
-    raise ValueError(message)
+class ClosedFormLR(LRScheduler):
+    """Scheduler whose LR is a pure function of the step count, per param group.
 
+    The state is the step counter and plain numbers (the function itself is left out of
+    ``state_dict()``), so a checkpoint loads with ``weights_only=True`` and a scheduler built
+    from the same spec resumes the run exactly.
 
-def is_number(value: object) -> bool:
-    """Whether ``value`` is a finite real number (bools excluded; NumPy scalars included)."""
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    Args:
+        optimizer: Wrapped optimizer.
+        lr_at: ``lr_at(step, base_lr, max_lr, **shape)``, the LR of one group at ``step``.
+        min_lrs: Lower LR bound per param group.
+        max_lrs: Upper LR bound per param group.
+        shape: The keyword arguments of ``lr_at``.
+        last_epoch: Index of the last step taken; ``-1`` starts from the beginning.
+    """
 
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        lr_at: LRFunction,
+        min_lrs: Sequence[float],
+        max_lrs: Sequence[float],
+        shape: dict[str, Any],
+        last_epoch: int = -1,
+    ) -> None:
+        self.lr_at = lr_at
+        self.shape = dict(shape)
+        self.min_lrs = [float(v) for v in min_lrs]
+        self.max_lrs = [float(v) for v in max_lrs]
+        if last_epoch == -1:  # the groups start at step 0's LR, whatever an earlier scheduler left there
+            reset_lrs(optimizer, self._lrs_at(0))
+        super().__init__(optimizer, last_epoch)
 
-def is_count(value: object) -> bool:
-    """Whether ``value`` is an integer (bools excluded; NumPy integers included)."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    def _lrs_at(self, step: int) -> list[float]:
+        return [self.lr_at(step, lo, hi, **self.shape) for lo, hi in zip(self.min_lrs, self.max_lrs)]
 
+    def get_lr(self) -> list[float]:  # type: ignore[override]
+        """LR of each param group at step ``last_epoch``."""
+        return self._lrs_at(self.last_epoch)
 
-def name_of(spec: object) -> str:
-    """Class name of a spec, the prefix of its error messages."""
-    return type(spec).__name__
+    def _get_closed_form_lr(self) -> list[float]:
+        return self._lrs_at(self.last_epoch)
 
+    def state_dict(self) -> dict[str, Any]:
+        """The scheduler's state as plain data, without the LR function."""
+        return {k: v for k, v in super().state_dict().items() if k != "lr_at"}
 
-def per_group(spec: object, name: str, value: Bound, optimizer: Optimizer) -> list[float]:
-    """Expand ``value`` to one float per param group of ``optimizer``."""
-    n_groups = len(optimizer.param_groups)
-    values = list(value) if isinstance(value, Sequence) and not isinstance(value, str) else [value]
-    if len(values) == 1:
-        values = values * n_groups
-    if len(values) != n_groups:
-        fail(
-            f"{name_of(spec)}: {name} has {len(values)} values but the optimizer has {n_groups} "
-            f"param groups; pass one value per group or a single float"
-        )
-    for v in values:
-        if not is_number(v):
-            fail(f"{name_of(spec)}: {name} must be a finite number, got {v!r}")
-    return [float(v) for v in values]
-
-
-def resolve_bounds(
-    spec: object, optimizer: Optimizer, base_lr: Bound, max_lr: Bound
-) -> tuple[list[float], list[float]]:
-    """Per-group ``(base_lrs, max_lrs)``, checked to satisfy ``0 < base_lr <= max_lr``."""
-    lows = per_group(spec, "base_lr", base_lr, optimizer)
-    highs = per_group(spec, "max_lr", max_lr, optimizer)
-    for g, (lo, hi) in enumerate(zip(lows, highs)):
-        where = f" in param group {g}" if len(lows) > 1 else ""
-        if lo <= 0:
-            fail(f"{name_of(spec)}: base_lr must be > 0, got {lo}{where}; use a positive LR")
-        if hi < lo:
-            fail(
-                f"{name_of(spec)}: max_lr ({hi}) must be >= base_lr ({lo}){where}; "
-                f"swap the two or lower base_lr"
-            )
-    return lows, highs
-
-
-def check_steps(
-    spec: object, steps_per_epoch: int, total_steps: int | None, *, need_total: bool = False
-) -> None:
-    """Validate the step counts passed to ``build`` / ``cycle_ends``."""
-    if not is_count(steps_per_epoch) or steps_per_epoch < 1:
-        fail(f"{name_of(spec)}: steps_per_epoch must be an integer >= 1, got {steps_per_epoch!r}")
-    if total_steps is None:
-        if need_total:
-            fail(
-                f"{name_of(spec)} needs total_steps, got None; "
-                f"set max_epochs or max_steps on the Trainer"
-            )
-    elif not is_count(total_steps) or total_steps < 1:
-        fail(f"{name_of(spec)}: total_steps must be an integer >= 1 or None, got {total_steps!r}")
-
-
-def epochs_to_steps(epochs: float, steps_per_epoch: int) -> int:
-    """``epochs`` converted to a whole number of optimizer steps, at least one."""
-    return max(1, round(epochs * steps_per_epoch))
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load a state from :meth:`state_dict`; the LR function stays the one this scheduler was built with."""
+        super().load_state_dict({k: v for k, v in state_dict.items() if k != "lr_at"})
 
 
 def reset_lrs(optimizer: Optimizer, lrs: Sequence[float]) -> None:
@@ -215,49 +244,10 @@ def uses_momentum(optimizer: Optimizer) -> bool:
     return any("betas" in g or g.get("momentum", 0) > 0 for g in optimizer.param_groups)
 
 
-def check_momentum_range(spec: object, base_momentum: float, max_momentum: float) -> None:
-    """Validate ``0 <= base_momentum <= max_momentum < 1``."""
-    name = name_of(spec)
-    for field, value in (("base_momentum", base_momentum), ("max_momentum", max_momentum)):
-        if not is_number(value) or not 0 <= value < 1:
-            fail(f"{name}: {field} must be in [0, 1), got {value!r}; typical values are 0.85 and 0.95")
-    if base_momentum > max_momentum:
-        fail(
-            f"{name}: base_momentum ({base_momentum}) must be <= max_momentum ({max_momentum}); "
-            f"swap the two"
-        )
-
-
-class ClosedFormLR(LRScheduler):
-    """Scheduler whose LR is a pure function of the step count, per param group.
-
-    Subclasses implement :meth:`lr_at`. The state is the step counter and plain numbers,
-    so ``state_dict()`` / ``load_state_dict()`` resume a run exactly.
-
-    Args:
-        optimizer: Wrapped optimizer.
-        min_lrs: Lower LR bound per param group.
-        max_lrs: Upper LR bound per param group.
-        last_epoch: Index of the last step taken; ``-1`` starts from the beginning.
-    """
-
-    def __init__(
-        self,
-        optimizer: Optimizer,
-        min_lrs: Sequence[float],
-        max_lrs: Sequence[float],
-        last_epoch: int = -1,
-    ) -> None:
-        self.min_lrs = [float(v) for v in min_lrs]
-        self.max_lrs = [float(v) for v in max_lrs]
-        super().__init__(optimizer, last_epoch)
-
-    def lr_at(self, step: int, min_lr: float, max_lr: float) -> float:
-        raise NotImplementedError
-
-    def get_lr(self) -> list[float]:  # type: ignore[override]
-        """LR of each param group at step ``last_epoch``."""
-        return self._get_closed_form_lr()
-
-    def _get_closed_form_lr(self) -> list[float]:
-        return [self.lr_at(self.last_epoch, lo, hi) for lo, hi in zip(self.min_lrs, self.max_lrs)]
+def check_momentum_range(spec: Any) -> None:
+    """Validate the spec's ``0 <= base_momentum <= max_momentum < 1``."""
+    for field in ("base_momentum", "max_momentum"):
+        require(spec, field, lambda v: 0 <= v < 1, "in [0, 1)", "typical values are 0.85 and 0.95")
+    low, high = spec.base_momentum, spec.max_momentum
+    if low > high:
+        fail(f"{name_of(spec)}: base_momentum ({low}) must be <= max_momentum ({high}); swap the two")

@@ -9,42 +9,22 @@ The schedules are torch's own :class:`~torch.optim.lr_scheduler.CyclicLR`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import CyclicLR
 
-from lightning_clr.schedules.base import (
-    Bound,
-    Schedule,
-    check_momentum_range,
-    check_steps,
-    epochs_to_steps,
-    fail,
-    has_momentum_slot,
-    is_count,
-    is_number,
-    reset_lrs,
-    resolve_bounds,
-)
+from lightning_clr.schedules.base import Schedule, check_momentum_range
+from lightning_clr.schedules.checks import epochs_to_steps, fail, is_count, require
 
 
 @dataclass
 class _Cyclic(Schedule):
-    """Fields shared by the three CLR policies.
+    """Fields shared by the three CLR policies, which are torch's own ``CyclicLR``.
 
     The half cycle is ``step_size`` steps if set, else ``step_epochs`` epochs if set, else
     fitted to the run: ``total_steps / (2 * num_cycles)``, so the run ends exactly at the
-    end of its last cycle, at ``base_lr``.
-
-    Args:
-        step_epochs: Half-cycle length in epochs (Smith: 2-10), used when ``step_size`` is None.
-        step_size: Half-cycle length in optimizer steps; overrides ``step_epochs``.
-        num_cycles: Full cycles in the run, used when both lengths above are None.
-        cycle_momentum: Cycle momentum inversely to the LR. Off by default, as in Smith's
-            CLR; torch's default would overwrite the optimizer's momentum.
-        base_momentum: Momentum at the LR peak when ``cycle_momentum`` is on.
-        max_momentum: Momentum at the LR trough when ``cycle_momentum`` is on.
+    end of its last cycle, at ``base_lr``. The arguments are documented on :class:`Triangular`.
     """
 
     mode: ClassVar[str]
@@ -57,21 +37,14 @@ class _Cyclic(Schedule):
     max_momentum: float = 0.95
 
     def __post_init__(self) -> None:
-        name = type(self).__name__
-        if self.step_epochs is not None and (not is_number(self.step_epochs) or self.step_epochs <= 0):
-            fail(
-                f"{name}: step_epochs must be > 0 or None, got {self.step_epochs!r}; "
-                f"Smith recommends 2-10 epochs per half cycle"
-            )
-        if not is_count(self.num_cycles) or self.num_cycles < 1:
-            fail(f"{name}: num_cycles must be an integer >= 1, got {self.num_cycles!r}; 1 (the default) is one full cycle per run")
-        if self.step_size is not None and (not is_count(self.step_size) or self.step_size < 1):
-            fail(
-                f"{name}: step_size must be an integer >= 1 or None, got {self.step_size!r}; "
-                f"use None to derive it from step_epochs"
-            )
+        require(self, "step_epochs", lambda v: v > 0, "> 0", "Smith recommends 2-10 epochs per half cycle",
+                optional=True)
+        require(self, "num_cycles", lambda v: v >= 1, "an integer >= 1", "1 (the default) is one full cycle per run",
+                kind=is_count)
+        require(self, "step_size", lambda v: v >= 1, "an integer >= 1", "use None to derive it from step_epochs",
+                optional=True, kind=is_count)
         if self.cycle_momentum:
-            check_momentum_range(self, self.base_momentum, self.max_momentum)
+            check_momentum_range(self)
 
     @property
     def needs_total_steps(self) -> bool:
@@ -98,39 +71,22 @@ class _Cyclic(Schedule):
     def _gamma(self, step_size: int) -> float:
         return 1.0
 
-    def build(
-        self,
-        optimizer: Optimizer,
-        base_lr: Bound,
-        max_lr: Bound,
-        *,
-        steps_per_epoch: int,
-        total_steps: int | None,
-    ) -> CyclicLR:
-        check_steps(self, steps_per_epoch, total_steps)
-        lows, highs = resolve_bounds(self, optimizer, base_lr, max_lr)
-        if self.cycle_momentum and not has_momentum_slot(optimizer):
-            fail(
-                f"{type(self).__name__}: cycle_momentum=True but {type(optimizer).__name__} has "
-                f"no momentum or betas to cycle; set cycle_momentum=False or use SGD/Adam"
-            )
+    def shape(self, steps_per_epoch: int, total_steps: int | None) -> dict[str, Any]:
         step_size = self.half_cycle(steps_per_epoch, total_steps)
-        reset_lrs(optimizer, lows)
-        return CyclicLR(
-            optimizer,
-            base_lr=lows,
-            max_lr=highs,
-            step_size_up=step_size,
-            mode=self.mode,  # type: ignore[arg-type]
-            gamma=self._gamma(step_size),
-            cycle_momentum=self.cycle_momentum,
-            base_momentum=self.base_momentum,
-            max_momentum=self.max_momentum,
-        )
+        return {"step_size_up": step_size, "mode": self.mode, "gamma": self._gamma(step_size)}
+
+    def cycles_momentum(self, optimizer: Optimizer) -> bool:
+        return self.cycle_momentum
+
+    def torch_scheduler(
+        self, optimizer: Optimizer, lows: list[float], highs: list[float], shape: dict[str, Any], cycle_momentum: bool
+    ) -> CyclicLR:
+        return CyclicLR(optimizer, base_lr=lows, max_lr=highs, cycle_momentum=cycle_momentum,
+                        base_momentum=self.base_momentum, max_momentum=self.max_momentum, **shape)
 
     def cycle_ends(self, *, steps_per_epoch: int, total_steps: int) -> list[int]:
         """Ends of the full cycles, ``2*step_size, 4*step_size, ...`` up to ``total_steps``."""
-        check_steps(self, steps_per_epoch, total_steps, need_total=True)
+        self.check(steps_per_epoch=steps_per_epoch, total_steps=total_steps)
         cycle = 2 * self.half_cycle(steps_per_epoch, total_steps)
         return list(range(cycle, total_steps + 1, cycle))
 
@@ -140,10 +96,11 @@ class Triangular(_Cyclic):
     """Triangular CLR: a constant-amplitude triangle wave between the bounds (Smith 2017).
 
     Args:
-        step_epochs: Half-cycle length in epochs, used when ``step_size`` is None.
+        step_epochs: Half-cycle length in epochs (Smith: 2-10), used when ``step_size`` is None.
         step_size: Half-cycle length in optimizer steps; overrides ``step_epochs``.
-        num_cycles: Full cycles fitted to the run when both lengths above are None.
-        cycle_momentum: Cycle momentum inversely to the LR (off in Smith's CLR).
+        num_cycles: Full cycles in the run, used when both lengths above are None.
+        cycle_momentum: Cycle momentum inversely to the LR. Off by default, as in Smith's
+            CLR; torch's default would overwrite the optimizer's momentum.
         base_momentum: Momentum at the LR peak when ``cycle_momentum`` is on.
         max_momentum: Momentum at the LR trough when ``cycle_momentum`` is on.
 
@@ -161,13 +118,7 @@ class Triangular(_Cyclic):
 class Triangular2(_Cyclic):
     """Triangular CLR whose amplitude halves after every full cycle (Smith 2017).
 
-    Args:
-        step_epochs: Half-cycle length in epochs, used when ``step_size`` is None.
-        step_size: Half-cycle length in optimizer steps; overrides ``step_epochs``.
-        num_cycles: Full cycles fitted to the run when both lengths above are None.
-        cycle_momentum: Cycle momentum inversely to the LR (off in Smith's CLR).
-        base_momentum: Momentum at the LR peak when ``cycle_momentum`` is on.
-        max_momentum: Momentum at the LR trough when ``cycle_momentum`` is on.
+    Args: those of :class:`Triangular`.
 
     Example::
 
@@ -188,15 +139,11 @@ class ExpRange(_Cyclic):
     ``gamma`` is derived from ``cycle_decay``, the amplitude factor per full cycle.
 
     Args:
-        step_epochs: Half-cycle length in epochs, used when ``step_size`` is None.
-        step_size: Half-cycle length in optimizer steps; overrides ``step_epochs``.
-        num_cycles: Full cycles fitted to the run when both lengths above are None.
-        cycle_momentum: Cycle momentum inversely to the LR (off in Smith's CLR).
-        base_momentum: Momentum at the LR peak when ``cycle_momentum`` is on.
-        max_momentum: Momentum at the LR trough when ``cycle_momentum`` is on.
         gamma: torch's per-step amplitude factor in (0, 1]; overrides ``cycle_decay``.
         cycle_decay: Amplitude factor per full cycle in (0, 1], giving
             ``gamma = cycle_decay ** (1 / (2 * step_size))``.
+
+    The other arguments are those of :class:`Triangular`.
 
     Example::
 
@@ -212,16 +159,10 @@ class ExpRange(_Cyclic):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.gamma is not None and (not is_number(self.gamma) or not 0 < self.gamma <= 1):
-            fail(
-                f"ExpRange: gamma must be in (0, 1] or None, got {self.gamma!r}; it scales the "
-                f"amplitude per optimizer step, so use None to derive it from cycle_decay"
-            )
-        if not is_number(self.cycle_decay) or not 0 < self.cycle_decay <= 1:
-            fail(
-                f"ExpRange: cycle_decay must be in (0, 1], got {self.cycle_decay!r}; "
-                f"use 0.5 to halve the amplitude every cycle or 1 for no decay"
-            )
+        require(self, "gamma", lambda v: 0 < v <= 1, "in (0, 1]",
+                "it scales the amplitude per optimizer step, so use None to derive it from cycle_decay", optional=True)
+        require(self, "cycle_decay", lambda v: 0 < v <= 1, "in (0, 1]",
+                "use 0.5 to halve the amplitude every cycle or 1 for no decay")
 
     def _gamma(self, step_size: int) -> float:
         if self.gamma is not None:

@@ -10,23 +10,13 @@ own :class:`~torch.optim.lr_scheduler.OneCycleLR`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import OneCycleLR
 
-from lightning_clr.schedules.base import (
-    Bound,
-    Schedule,
-    check_momentum_range,
-    check_steps,
-    fail,
-    is_number,
-    reset_lrs,
-    resolve_bounds,
-    uses_momentum,
-)
-
-_RATIO_RTOL = 1e-9
+from lightning_clr.schedules.base import Schedule, check_momentum_range, uses_momentum
+from lightning_clr.schedules.checks import check_same_ratio, fail, need_total, require
 
 
 @dataclass
@@ -62,66 +52,41 @@ class OneCycle(Schedule):
     max_momentum: float = 0.95
 
     def __post_init__(self) -> None:
-        if not is_number(self.pct_start) or not 0 < self.pct_start < 1:
-            fail(
-                f"OneCycle: pct_start must be in (0, 1), got {self.pct_start!r}; "
-                f"it is the fraction of steps spent warming up, 0.3 is common"
-            )
+        require(self, "pct_start", lambda v: 0 < v < 1, "in (0, 1)",
+                "it is the fraction of steps spent warming up, 0.3 is common")
         if self.three_phase and self.pct_start >= 0.5:
             fail(
                 f"OneCycle: pct_start must be < 0.5 with three_phase=True, got {self.pct_start!r}; "
                 f"the rise and the symmetric fall must fit in the run"
             )
-        if self.anneal_strategy not in ("cos", "linear"):
-            fail(
-                f"OneCycle: anneal_strategy must be 'cos' or 'linear', "
-                f"got {self.anneal_strategy!r}"
-            )
-        if not is_number(self.final_div_factor) or self.final_div_factor < 1:
-            fail(
-                f"OneCycle: final_div_factor must be >= 1, got {self.final_div_factor!r}; "
-                f"the final LR is base_lr / final_div_factor, 1e4 is common"
-            )
-        check_momentum_range(self, self.base_momentum, self.max_momentum)
+        require(self, "anneal_strategy", lambda v: v in ("cos", "linear"), "'cos' or 'linear'",
+                kind=lambda v: isinstance(v, str))
+        require(self, "final_div_factor", lambda v: v >= 1, ">= 1",
+                "the final LR is base_lr / final_div_factor, 1e4 is common")
+        check_momentum_range(self)
 
     @property
     def needs_total_steps(self) -> bool:
         return True
 
-    def build(
-        self,
-        optimizer: Optimizer,
-        base_lr: Bound,
-        max_lr: Bound,
-        *,
-        steps_per_epoch: int,
-        total_steps: int | None,
-    ) -> OneCycleLR:
-        check_steps(self, steps_per_epoch, total_steps, need_total=True)
-        assert total_steps is not None
-        lows, highs = resolve_bounds(self, optimizer, base_lr, max_lr)
-        ratios = [hi / lo for lo, hi in zip(lows, highs)]
-        if max(ratios) > min(ratios) * (1 + _RATIO_RTOL):
+    def shape(self, steps_per_epoch: int, total_steps: int | None) -> dict[str, Any]:
+        total = need_total(self, total_steps)
+        if self.pct_start * total <= 1:
             fail(
-                f"OneCycle: every param group needs the same max_lr/base_lr ratio (torch's "
-                f"div_factor), got {ratios}; pass base_lr values proportional to max_lr"
-            )
-        if self.pct_start * total_steps <= 1:
-            fail(
-                f"OneCycle: pct_start={self.pct_start} x total_steps={total_steps} leaves no "
+                f"OneCycle: pct_start={self.pct_start} x total_steps={total} leaves no "
                 f"warm-up phase; raise pct_start or train for more steps"
             )
-        reset_lrs(optimizer, lows)
-        return OneCycleLR(
-            optimizer,
-            max_lr=highs,
-            total_steps=int(total_steps),
-            pct_start=float(self.pct_start),
-            anneal_strategy=self.anneal_strategy,  # type: ignore[arg-type]
-            cycle_momentum=uses_momentum(optimizer),
-            base_momentum=self.base_momentum,
-            max_momentum=self.max_momentum,
-            div_factor=ratios[0],
-            final_div_factor=self.final_div_factor,
-            three_phase=self.three_phase,
-        )
+        return {"total_steps": total, "pct_start": float(self.pct_start), "anneal_strategy": self.anneal_strategy,
+                "final_div_factor": float(self.final_div_factor), "three_phase": bool(self.three_phase)}
+
+    def check_bounds(self, lows: list[float], highs: list[float]) -> None:
+        check_same_ratio(self, lows, highs, "torch's div_factor")
+
+    def cycles_momentum(self, optimizer: Optimizer) -> bool:
+        return uses_momentum(optimizer)
+
+    def torch_scheduler(
+        self, optimizer: Optimizer, lows: list[float], highs: list[float], shape: dict[str, Any], cycle_momentum: bool
+    ) -> OneCycleLR:
+        return OneCycleLR(optimizer, max_lr=highs, div_factor=highs[0] / lows[0], cycle_momentum=cycle_momentum,
+                          base_momentum=self.base_momentum, max_momentum=self.max_momentum, **shape)

@@ -14,20 +14,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
-from torch.optim import Optimizer
-
-from lightning_clr.schedules.base import (
-    Bound,
-    ClosedFormLR,
-    Schedule,
-    check_steps,
-    fail,
-    is_count,
-    is_number,
-    reset_lrs,
-    resolve_bounds,
-)
+from lightning_clr.schedules.base import Schedule
+from lightning_clr.schedules.checks import check_steps, fail, given_as, is_count, require
 
 _SNAP = 1e-9  # relative distance within which a float counts as the nearby integer
 
@@ -91,25 +81,29 @@ def sgdr_lr(
     cycle_mult: float = 1.0,
     cycle_decay: float = 1.0,
     warmup: int = 0,
-    floor_lr: float | None = None,
+    floor: float | None = None,
+    eta_min: float | None = None,
     restart_warmup: float = 0.0,
+    restart_warmup_steps: int | None = None,
 ) -> float:
     """LR of SGDR at ``step`` (the number of completed optimizer steps).
 
     Args:
         step: Step count, 0 for the first training step.
-        base_lr: Start of the warmup, and the floor when ``floor_lr`` is None.
+        base_lr: Start of the warmup, and the floor when ``floor`` and ``eta_min`` are None.
         max_lr: Peak LR of the first cycle.
         first_cycle: Length ``T0`` of the first cycle in steps (>= 1, may be fractional).
         cycle_mult: Factor by which each cycle is longer than the previous one (> 0).
         cycle_decay: Factor by which each peak's height above the floor shrinks.
         warmup: Steps of linear warmup from ``base_lr`` to ``max_lr`` before the first cycle.
-        floor_lr: LR at the bottom of every cycle (``eta_min``), in ``[0, max_lr]``;
-            ``None`` takes ``base_lr``.
+        floor: Bottom of every cycle as a fraction of ``max_lr``; ``None`` takes ``base_lr``.
+        eta_min: Bottom of every cycle as an absolute LR in ``[0, max_lr]``; overrides ``floor``.
         restart_warmup: Fraction of every cycle after the first, in ``[0, 1)``, spent rising
             linearly from the floor to the cycle's peak before the cosine; 0 restarts at once.
+        restart_warmup_steps: The same rise in optimizer steps, shorter than every cycle after
+            the first; overrides ``restart_warmup``.
     """
-    floor = base_lr if floor_lr is None else floor_lr
+    low = floor_of(base_lr, max_lr, floor, eta_min)
     # 1) linear warmup from base_lr to max_lr
     if step < warmup:
         return base_lr + (max_lr - base_lr) * step / warmup
@@ -117,19 +111,20 @@ def sgdr_lr(
     t = step - warmup
     i = cycle_index(t, first_cycle, cycle_mult)
     if i is None:  # 3) shrinking cycles have run out: stay annealed
-        return floor
+        return low
     start = restart_step(i, first_cycle, cycle_mult)
     end = restart_step(i + 1, first_cycle, cycle_mult)
     ratio = (t - start) / (end - start)
     assert 0 <= ratio <= 1
-    peak = floor + (max_lr - floor) * cycle_decay**i
+    peak = low + (max_lr - low) * cycle_decay**i
     # 4) after a restart, optionally rise linearly from the floor to this cycle's peak
-    ramp = restart_warmup if i > 0 else 0.0
+    ramp = 0.0 if i == 0 else restart_warmup if restart_warmup_steps is None else restart_warmup_steps / (end - start)
+    assert 0 <= ramp < 1
     if ratio < ramp:
-        return floor + (peak - floor) * ratio / ramp
+        return low + (peak - low) * ratio / ramp
     # 5) cosine from this cycle's (decayed) peak down to the floor
     ratio = (ratio - ramp) / (1.0 - ramp)
-    return floor + 0.5 * (peak - floor) * (1.0 + math.cos(math.pi * ratio))
+    return low + 0.5 * (peak - low) * (1.0 + math.cos(math.pi * ratio))
 
 
 def floor_of(base_lr: float, max_lr: float, floor: float | None, eta_min: float | None) -> float:
@@ -139,52 +134,20 @@ def floor_of(base_lr: float, max_lr: float, floor: float | None, eta_min: float 
     return base_lr if floor is None else floor * max_lr
 
 
-class SGDRScheduler(ClosedFormLR):
-    """``LRScheduler`` that follows :func:`sgdr_lr` in every param group.
+def restarted_cycles(first_cycle: float, cycle_mult: float, span: int | None) -> list[int]:
+    """Lengths in steps of the cycles after the first that start within ``span`` steps (after warmup).
 
-    Args:
-        optimizer: Wrapped optimizer.
-        min_lrs: ``base_lr`` per param group.
-        max_lrs: ``max_lr`` per param group.
-        first_cycle: Length of the first cycle in steps.
-        cycle_mult: Growth factor of the cycle length.
-        cycle_decay: Decay factor of the peak height per cycle.
-        warmup: Warmup steps.
-        floor: Bottom of every cycle as a fraction of each group's ``max_lr``; ``None`` is ``base_lr``.
-        eta_min: Bottom of every cycle as an absolute LR in every group; overrides ``floor``.
-        restart_warmup: Fraction of every cycle after the first spent rising to its peak.
-        last_epoch: Index of the last step taken; ``-1`` starts from the beginning.
+    Without a span: with ``cycle_mult >= 1``, the length no later cycle is shorter than,
+    ``floor(T0 * cycle_mult)``; with shrinking cycles, every cycle down to the last one.
     """
-
-    def __init__(
-        self,
-        optimizer: Optimizer,
-        min_lrs: list[float],
-        max_lrs: list[float],
-        first_cycle: float,
-        cycle_mult: float = 1.0,
-        cycle_decay: float = 1.0,
-        warmup: int = 0,
-        floor: float | None = None,
-        eta_min: float | None = None,
-        restart_warmup: float = 0.0,
-        last_epoch: int = -1,
-    ) -> None:
-        self.first_cycle = float(first_cycle)
-        self.cycle_mult = float(cycle_mult)
-        self.cycle_decay = float(cycle_decay)
-        self.warmup = int(warmup)
-        self.floor = None if floor is None else float(floor)
-        self.eta_min = None if eta_min is None else float(eta_min)
-        self.restart_warmup = float(restart_warmup)
-        super().__init__(optimizer, min_lrs, max_lrs, last_epoch)
-
-    def lr_at(self, step: int, min_lr: float, max_lr: float) -> float:
-        floor_lr = floor_of(min_lr, max_lr, self.floor, self.eta_min)
-        return sgdr_lr(
-            step, min_lr, max_lr, self.first_cycle, self.cycle_mult, self.cycle_decay, self.warmup, floor_lr,
-            self.restart_warmup,
-        )
+    n = shrinking_cycle_limit(first_cycle, cycle_mult)
+    if span is None and n is None:
+        return [math.floor(first_cycle * cycle_mult * (1 + _SNAP))]
+    lengths, i = [], 1
+    while (n is None or i < n) and (span is None or restart_step(i, first_cycle, cycle_mult) < span):
+        lengths.append(restart_step(i + 1, first_cycle, cycle_mult) - restart_step(i, first_cycle, cycle_mult))
+        i += 1
+    return lengths
 
 
 @dataclass
@@ -218,13 +181,17 @@ class SGDR(Schedule):
         restart_warmup: Fraction of every cycle after the first, in ``[0, 1)``, in which the
             LR rises linearly from the floor to the cycle's peak instead of jumping there;
             0 is the published instantaneous restart.
+        restart_warmup_steps: The same rise in optimizer steps (>= 0), shorter than every
+            cycle after the first; overrides ``restart_warmup``.
 
     Example::
 
         from lightning_clr import LRRangeTest, schedules
 
-        finder = LRRangeTest(schedule=schedules.SGDR(cycle_epochs=1, cycle_mult=2))
+        finder = LRRangeTest(schedule=schedules.SGDR(cycle_epochs=1, cycle_mult=2, restart_warmup=0.1))
     """
+
+    lr_at = staticmethod(sgdr_lr)
 
     cycle_epochs: float | None = None
     cycle_steps: int | None = None
@@ -241,54 +208,31 @@ class SGDR(Schedule):
     floor: float | None = None
     eta_min: float | None = None
     restart_warmup: float = 0.0  # a ramp of 0.05-0.1 rescued one diverging seed but cost 1-2 points on the others
+    restart_warmup_steps: int | None = None
 
     def __post_init__(self) -> None:
-        if self.cycle_epochs is not None and (not is_number(self.cycle_epochs) or self.cycle_epochs <= 0):
-            fail(f"SGDR: cycle_epochs must be > 0 or None, got {self.cycle_epochs!r}; 1 is a common start")
-        if not is_count(self.num_cycles) or self.num_cycles < 1:
-            fail(f"SGDR: num_cycles must be an integer >= 1, got {self.num_cycles!r}; 2 fits two cycles in the run")
-        if self.cycle_steps is not None and (not is_count(self.cycle_steps) or self.cycle_steps < 1):
-            fail(
-                f"SGDR: cycle_steps must be an integer >= 1 or None, got {self.cycle_steps!r}; "
-                f"use None to derive it from cycle_epochs"
-            )
-        if not is_number(self.cycle_mult) or self.cycle_mult <= 0:
-            fail(
-                f"SGDR: cycle_mult must be > 0, got {self.cycle_mult!r}; "
-                f"use 1 for equal-length cycles or 2 to double each cycle"
-            )
-        if not is_number(self.cycle_decay) or not 0 < self.cycle_decay <= 1:
-            fail(
-                f"SGDR: cycle_decay must be in (0, 1], got {self.cycle_decay!r}; "
-                f"use 1 to restart at max_lr every cycle"
-            )
-        if not is_number(self.warmup_epochs) or self.warmup_epochs < 0:
-            fail(f"SGDR: warmup_epochs must be >= 0, got {self.warmup_epochs!r}; use 0 for no warmup")
-        if self.warmup_steps is not None and (not is_count(self.warmup_steps) or self.warmup_steps < 0):
-            fail(
-                f"SGDR: warmup_steps must be an integer >= 0 or None, got {self.warmup_steps!r}; "
-                f"use None to derive it from warmup_epochs"
-            )
-        if self.floor is not None and (not is_number(self.floor) or not 0 <= self.floor < 1):
-            fail(
-                f"SGDR: floor must be in [0, 1) (a fraction of max_lr) or None, got {self.floor!r}; "
-                f"use 0 to anneal to zero as published, or None to anneal to base_lr"
-            )
-        if self.eta_min is not None and (not is_number(self.eta_min) or self.eta_min < 0):
-            fail(f"SGDR: eta_min must be an LR >= 0 or None, got {self.eta_min!r}; use None to take floor instead")
-        if not is_number(self.restart_warmup) or not 0 <= self.restart_warmup < 1:
-            fail(
-                f"SGDR: restart_warmup must be in [0, 1) (a fraction of each cycle), got {self.restart_warmup!r}; "
-                f"use 0 to restart at the peak at once"
-            )
+        require(self, "cycle_epochs", lambda v: v > 0, "> 0", "1 is a common start", optional=True)
+        require(self, "num_cycles", lambda v: v >= 1, "an integer >= 1", "2 fits two cycles in the run", kind=is_count)
+        require(self, "cycle_steps", lambda v: v >= 1, "an integer >= 1", "use None to derive it from cycle_epochs",
+                optional=True, kind=is_count)
+        require(self, "cycle_mult", lambda v: v > 0, "> 0", "use 1 for equal-length cycles or 2 to double each cycle")
+        require(self, "cycle_decay", lambda v: 0 < v <= 1, "in (0, 1]", "use 1 to restart at max_lr every cycle")
+        require(self, "warmup_epochs", lambda v: v >= 0, ">= 0", "use 0 for no warmup")
+        require(self, "warmup_steps", lambda v: v >= 0, "an integer >= 0", "use None to derive it from warmup_epochs",
+                optional=True, kind=is_count)
+        require(self, "floor", lambda v: 0 <= v < 1, "in [0, 1) (a fraction of max_lr)",
+                "use 0 to anneal to zero as published, or None to anneal to base_lr", optional=True)
+        require(self, "eta_min", lambda v: v >= 0, "an LR >= 0", "use None to take floor instead", optional=True)
+        require(self, "restart_warmup", lambda v: 0 <= v < 1, "in [0, 1) (a fraction of each cycle)",
+                "use 0 to restart at the peak at once")
+        require(self, "restart_warmup_steps", lambda v: v >= 0, "an integer >= 0",
+                "use None to take restart_warmup (a fraction of each cycle) instead", optional=True, kind=is_count)
 
     def first_cycle(self, steps_per_epoch: int, total_steps: int | None) -> float:
         """Length ``T0`` of the first cycle in optimizer steps (at least 1)."""
         if total_steps is not None and self.warmup(steps_per_epoch) >= total_steps:
-            given = (f"warmup_steps={self.warmup_steps} (schedule.warmup_steps)" if self.warmup_steps is not None
-                     else f"warmup_epochs={self.warmup_epochs:g} (schedule.warmup_epochs)")
-            fail(f"SGDR: {given} covers the whole run ({total_steps} optimizer steps), so no cycle would run; "
-                 "lower it or raise trainer.max_epochs")
+            fail(f"SGDR: {given_as(self, 'warmup_steps', 'warmup_epochs')} covers the whole run ({total_steps} "
+                 "optimizer steps), so no cycle would run; lower it or raise trainer.max_epochs")
         if self.cycle_steps is not None:
             return float(self.cycle_steps)
         if self.cycle_epochs is not None:
@@ -322,41 +266,31 @@ class SGDR(Schedule):
             return self.warmup_steps
         return round(self.warmup_epochs * steps_per_epoch)
 
-    def build(
-        self,
-        optimizer: Optimizer,
-        base_lr: Bound,
-        max_lr: Bound,
-        *,
-        steps_per_epoch: int,
-        total_steps: int | None,
-    ) -> SGDRScheduler:
-        check_steps(self, steps_per_epoch, total_steps)
-        lows, highs = resolve_bounds(self, optimizer, base_lr, max_lr)
+    def shape(self, steps_per_epoch: int, total_steps: int | None) -> dict[str, Any]:
+        t0, warmup = self.first_cycle(steps_per_epoch, total_steps), self.warmup(steps_per_epoch)
+        ramp = self.restart_warmup_steps
+        if ramp:
+            span = None if total_steps is None else total_steps - warmup
+            shortest = min(restarted_cycles(t0, self.cycle_mult, span), default=None)
+            if shortest is not None and ramp >= shortest:
+                fail(f"SGDR: restart_warmup_steps={ramp} does not fit in a restarted cycle of {shortest} optimizer "
+                     "steps; lower it, or give restart_warmup (a fraction of each cycle) instead")
+        return {"first_cycle": t0, "cycle_mult": float(self.cycle_mult), "cycle_decay": float(self.cycle_decay),
+                "warmup": warmup, "floor": self.floor, "eta_min": self.eta_min,
+                "restart_warmup": float(self.restart_warmup), "restart_warmup_steps": ramp}
+
+    def check_bounds(self, lows: list[float], highs: list[float]) -> None:
         if self.eta_min is not None and self.eta_min > min(highs):
             fail(
                 f"SGDR: eta_min ({self.eta_min}) must be <= max_lr ({min(highs)}); "
                 f"lower eta_min or set it to None and use floor (a fraction of max_lr)"
             )
-        warmup = self.warmup(steps_per_epoch)
-        reset_lrs(optimizer, lows if warmup > 0 else highs)
-        return SGDRScheduler(
-            optimizer,
-            lows,
-            highs,
-            first_cycle=self.first_cycle(steps_per_epoch, total_steps),
-            cycle_mult=self.cycle_mult,
-            cycle_decay=self.cycle_decay,
-            warmup=warmup,
-            floor=self.floor,
-            eta_min=self.eta_min,
-            restart_warmup=self.restart_warmup,
-        )
 
     def cycle_ends(self, *, steps_per_epoch: int, total_steps: int) -> list[int]:
         """Step counts at which each restart happens (a cycle has just ended), up to ``total_steps``."""
-        check_steps(self, steps_per_epoch, total_steps, need_total=True)
-        t0, warmup = self.first_cycle(steps_per_epoch, total_steps), self.warmup(steps_per_epoch)
+        check_steps(self, steps_per_epoch, total_steps)
+        shape = self.shape(steps_per_epoch, total_steps)
+        t0, warmup = shape["first_cycle"], shape["warmup"]
         n = shrinking_cycle_limit(t0, self.cycle_mult)
         ends: list[int] = []
         i = 1
