@@ -1,31 +1,38 @@
-"""Task suite: range-test defaults chosen leave-one-family-out over 13 offline tasks, and checked.
+"""Task suite: range-test defaults chosen leave-one-family-out over 18 offline tasks, and checked.
 
-    pip install -e ".[bench]" && python benchmarks/suite.py     # about 40 minutes on 2 cores
+    pip install -e ".[bench]" && python benchmarks/suite.py     # at most 40 minutes on 2 cores with the cache
 
-Tasks (``suite_tasks.py``): nine model families, six optimizers, batch sizes 8 to 512,
-each trained for its own fixed number of epochs (equal across the rows of a task) on
-seeds 0 and 1. Per task and seed:
+Tasks (``suite_tasks.py``): fourteen families (model families, and regimes: fine-tuning, a
+run of 88 steps, Lion's sign updates, label smoothing with heavy weight decay), seven
+optimizers, batch sizes 8 to 512, each trained for its own fixed number of epochs (equal
+across the rows of a task) on seeds 0 and 1. Per task and seed:
 
 - ``oracle``: constant LRs in half-decade steps, the grid widened until its best (mean over
   seeds) is strictly inside it;
 - ``lightning``: ``Tuner.lr_find`` (100 steps) and ``suggestion()`` trained as a constant LR;
 - ``torch-lr-finder``: ``range_test(end_lr=10, num_iter=100)`` and its steepest-gradient
   suggestion, trained as a constant LR;
-- ``LRRangeTest()``: the library as installed, no argument;
+- what users pick instead of any LR search, one line each: ``schedule-free AdamW``
+  (``schedulefree.AdamWScheduleFree`` at its default LR, warm-up 5% of the run) and
+  ``prodigy + cosine`` (``prodigyopt.Prodigy(lr=1)``, cosine annealing over the run), both
+  keeping the task's weight decay;
+- ``LRRangeTest()``: the library as installed, no argument, with its sweep's length as a
+  fraction of the training's optimizer steps;
 - ``ours + SCHEDULE``: the defaults chosen by this study (below), then each schedule.
 
-Those three anchor rows and the recorded sweeps of the study come from ``suite_anchors.json``
-(keyed by task, seed and epochs) unless ``--refresh-anchors``; anything the cache lacks is
-computed and added to it.
+The anchor rows (oracle, finders, alternatives) and the recorded sweeps of the study come
+from ``suite_anchors.json`` (keyed by task, seed and epochs) unless ``--refresh-anchors``;
+anything the cache lacks is computed and added to it.
 
 The defaults study (``suite_study.py``) records each task's range test once per seed with
 a wide sweep and replays candidate settings on it offline; each candidate's error is the
 oracle grid's regret at its ``max_lr``. The chosen defaults are then trained with every
 schedule and shape, and the one with the lowest regret on the median family becomes the
-default (a mean would let one family's collapsed seed decide). Both
-choices are made leave-one-family-out: for every family, the choice made on the other
-families is reported with its error on the held-out one, and the targets are checked with
-the held-out choices.
+default (a mean would let one family's collapsed seed decide). The default schedule is then
+trained between ``base_lr`` read off the curve and ``base_lr = max_lr / r`` (``BASE_RATIOS``),
+and with each ``min_fall``. Every choice is made leave-one-family-out: for every family, the
+choice made on the other families is reported with its error on the held-out one, and the
+targets are checked with the held-out choices.
 """
 
 from __future__ import annotations
@@ -70,12 +77,19 @@ SCHEDULES: dict[str, tuple[str, dict]] = {
     "Triangular(num_cycles=2)": ("Triangular", {"num_cycles": 2}),
     "SGDR(floor=0)": ("SGDR", {"floor": 0.0}),
     "SGDR(cycle_decay=1)": ("SGDR", {"cycle_decay": 1.0}),
+    "SGDR(restart_warmup=0.1)": ("SGDR", {"restart_warmup": 0.1}),
+    "WSD": ("WSD", {}),
+    "WSD(decay=0.1)": ("WSD", {"decay": 0.1}),
+    "WSD(decay=0.4)": ("WSD", {"decay": 0.4}),
 }
+#: base_lr candidates of the default schedule: read off the curve (None) or tied to the sweep's max_lr / r
+BASE_RATIOS: tuple[float | None, ...] = (None, 4.0, 10.0, 25.0)
 #: candidates of LRRangeTest(min_fall=): a sweep cutting the loss by less reruns with twice the steps (0: never)
 MIN_FALLS = (0.0, 0.05, 0.1, 0.2, 0.3)
 HELD_OUT_SCHEDULES = 2  # the held-out defaults train the 2 schedules best on the other families
 # the cost of one training relative to the others, to start the long jobs first
-COST = {"gru-lm": 5, "transformer-lm": 6, "transformer-clf": 3, "resnet-digits": 3, "conv-digits": 2}
+COST = {"gru-lm": 5, "transformer-lm": 6, "transformer-clf": 3, "resnet-digits": 3, "conv-digits": 2, "vit-digits": 3,
+        "lion-digits": 2, "finetune-walks": 2}
 
 
 def schedule(name: str) -> schedules.Schedule:
@@ -119,6 +133,9 @@ def work(job: tuple) -> tuple[tuple, object]:
     if kind == "grid":
         epochs, lr = job[3:]
         return job, st.fit(task, seed, epochs, root, lr=lr)
+    if kind in st.ALTERNATIVES:
+        res = st.fit_alternative(task, kind, seed, job[3], root)
+        return job, {"score": res["score"], "lr": res["lr"]}
     if kind in ("lightning", "tlf"):
         epochs = job[3]
         lr = lightning_lr(task, task.datamodule(), seed, epochs, root) if kind == "lightning" else st.torch_lr_finder_lr(task, seed)
@@ -132,10 +149,11 @@ def work(job: tuple) -> tuple[tuple, object]:
     if kind == "bare":
         epochs = job[3]
         finder = LRRangeTest(progress_bar=False)
-        score = st.fit(task, seed, epochs, root, finder=finder)
+        run = st.fit_run(task, seed, epochs, root, finder=finder)
         r = finder.result
-        return job, {"score": score, "base_lr": r.base_lr, "max_lr": r.max_lr, "stop": r.stop_reason,
-                     "schedule": type(getattr(finder, "schedule", None)).__name__}
+        return job, {"score": run.score, "base_lr": r.base_lr, "max_lr": r.max_lr, "stop": r.stop_reason,
+                     "schedule": type(getattr(finder, "schedule", None)).__name__, "sweep_steps": run.sweep_steps,
+                     "training_steps": run.training_steps}
     if kind == "sweep":  # ("sweep", task, seed, candidate[, min_fall])
         c, min_fall = job[3], (job[4] if len(job) > 4 else None)
         r = st.sweep(task, seed, root, **finder_kwargs(c.start_lr, c.end_lr, c.num_steps, c.ema_beta,
@@ -170,6 +188,11 @@ def run_jobs(pool, jobs: Sequence[tuple], label: str, on_result=None) -> dict[tu
 # ----------------------------------------------------------------------------- anchors
 
 
+#: the cached rows besides the oracle grid: the two finders and the one-line alternatives
+ANCHOR_ROWS = ("lightning", "tlf", *st.ALTERNATIVES)
+ALTERNATIVE_LABELS = {"schedule-free": "schedule-free AdamW", "prodigy": "prodigy + cosine"}
+
+
 def key(name: str, seed: int, epochs: int, per_decade: int) -> str:
     return f"{name}|seed={seed}|epochs={epochs}" + ("" if per_decade == 2 else f"|per_decade={per_decade}")
 
@@ -202,7 +225,7 @@ def anchors(pool, args, epochs: dict[str, int], cache: dict, extra_jobs: Sequenc
             for lr in grid_lrs(*task.grid, g):
                 if lr_key(lr) not in ent["grid"]:
                     jobs.append(("grid", name, s, e, lr))
-            for kind in ("lightning", "tlf"):
+            for kind in ANCHOR_ROWS:
                 if kind not in ent:
                     jobs.append((kind, name, s, e))
             for steps in args.record_steps:
@@ -216,7 +239,7 @@ def anchors(pool, args, epochs: dict[str, int], cache: dict, extra_jobs: Sequenc
         ent = entries.get(key(name, s, e_of[name], g))
         if kind == "grid":
             ent["grid"][lr_key(job[4])] = res
-        elif kind in ("lightning", "tlf"):
+        elif kind in ANCHOR_ROWS:
             ent[kind] = res
         elif kind == "record":
             ent["record"][str(job[3])] = {"lrs": [float(f"{v:.6g}") for v in res["lrs"]],
@@ -396,6 +419,45 @@ def print_shapes(names: Sequence[str], choice, error, fams: Sequence[str]) -> di
     return chosen
 
 
+def base_label(ratio: float | None) -> str:
+    return "read off the curve" if ratio is None else f"max_lr / {ratio:g}"
+
+
+def print_base_ratios(default_sched: str, choice, error, fams: Sequence[str]) -> tuple[float | None, float]:
+    """base_lr read off the curve against base_lr tied to max_lr (``BASE_RATIOS``), chosen leave-one-family-out.
+
+    ``choice(r, families)`` ranks a candidate (the median family's regret, then the mean) and
+    ``error(r, families)`` is its mean regret. Returns the choice on all families and the
+    held-out error of the fold choices.
+    """
+    chosen, picks, held = lofo_pick(BASE_RATIOS, choice, error, fams)
+    print(f"## base_lr (read off the curve or tied to max_lr; {default_sched} between the chosen defaults' bounds, "
+          "chosen leave-one-family-out)\n")
+    print(markdown(["base_lr", "median family", "mean", "chosen in folds"] + list(fams),
+                   [[base_label(r), f"{choice(r, fams)[0]:+.2f}", f"{error(r, fams):+.2f}",
+                     str(sum(p == r for p in picks.values()))] + [f"{error(r, [f]):+.2f}" for f in fams]
+                    for r in BASE_RATIOS]) + "\n")
+    print(f"base_lr chosen on all families: {base_label(chosen)}; held-out error of the fold choices {held:+.2f} ("
+          + ", ".join(f"{f}: {base_label(picks[f])}" for f in fams) + "); ties: the lower mean, then the curve\n")
+    return chosen, held
+
+
+def print_rivals(rivals: dict, family_regret, tasks: dict, fams: Sequence[str]) -> None:
+    """Each way of picking the LR against the oracle (regret in target units), and how often it beats the library.
+
+    ``rivals`` maps a row label to ``scores_of(task) -> per-seed scores``; the first row is the
+    library as installed, which the others are counted against.
+    """
+    (lib_label, lib), rows = next(iter(rivals.items())), []
+    for label, scores_of in rivals.items():
+        beats = sum(better(tasks[n], mean(scores_of(n)), mean(lib(n))) for n in tasks)
+        rows.append([label, f"{statistics.median([family_regret(scores_of, [f]) for f in fams]):+.2f}",
+                     f"{family_regret(scores_of, fams):+.2f}", "—" if label == lib_label else f"{beats} of {len(tasks)}"]
+                    + [f"{family_regret(scores_of, [f]):+.2f}" for f in fams])
+    print("## Against what users pick instead (regret vs oracle in target units, negative = better)\n")
+    print(markdown(["row", "median family", "mean", f"tasks it beats {lib_label} on"] + list(fams), rows) + "\n")
+
+
 def _run(args, pool, tasks, epochs, seeds, cache) -> dict:
     g = args.grid_per_decade
     print(f"# Task suite\n\n{time.strftime('%Y-%m-%d')}, {machine()}; {args.workers} worker process(es); "
@@ -492,6 +554,20 @@ def _run(args, pool, tasks, epochs, seeds, cache) -> dict:
         # to the larger min_fall (a sweep it reruns was shallow)
         return (round(statistics.median([mf_error(mf, [f]) for f in fs]), 9), round(mf_error(mf, fs), 9), -mf)
 
+    # 4c) base_lr tied to max_lr: the default schedule between max_lr / r and max_lr of the chosen defaults' sweeps
+    def base_job(r, n, s):
+        b = bounds[(chosen, n, s)]
+        return ("train", n, s, epochs[n], default_sched, b["base_lr"] if r is None else b["max_lr"] / r, b["max_lr"])
+
+    trains.update(run_jobs(pool, list(dict.fromkeys(j for r in BASE_RATIOS for n in tasks for s in seeds
+                                                    if (j := base_job(r, n, s)) not in trains)), "base_lr trainings"))
+
+    def base_error(r, fs):
+        return family_regret(lambda n: [trains[base_job(r, n, s)] for s in seeds], fs)
+
+    def base_choice(r, fs):  # the median family, then the lower mean; an exact tie keeps the earlier candidate
+        return round(statistics.median([base_error(r, [f]) for f in fs]), 9), round(base_error(r, fs), 9)
+
     # 5) per task tables and targets (targets on the held-out choices)
     summary, per_task = [], {}
     for n, t in tasks.items():
@@ -510,11 +586,20 @@ def _run(args, pool, tasks, epochs, seeds, cache) -> dict:
                          ", ".join("—" if lr is None else f"{lr / oracle_lr[n]:.2g}" for lr in lrs),
                          "—" if finder_scores[label] is None else fmt_score(t, finder_scores[label]),
                          " / ".join("none" if x[kind]["score"] is None else fmt_score(t, x[kind]["score"]) for x in ents)])
+        alt_scores = {}
+        for kind in st.ALTERNATIVES:
+            label, vals = ALTERNATIVE_LABELS[kind], [x[kind]["score"] for x in ents]
+            alt_scores[label] = mean(vals)
+            lrs = ", ".join(fmt(x[kind]["lr"]) for x in ents)
+            rows.append([label, f"d = {lrs}" if kind == "prodigy" else lrs, "—", fmt_score(t, alt_scores[label]),
+                         " / ".join(fmt_score(t, v) for v in vals)])
         bare = [first[("bare", n, s, e)] for s in seeds]
         bmax = geo_mean([b["max_lr"] for b in bare])
+        sweep_frac = mean([b["sweep_steps"] / b["training_steps"] for b in bare])
         rows.append([f"LRRangeTest() ({bare[0]['schedule']})", f"{fmt(geo_mean([b['base_lr'] for b in bare]))}–{fmt(bmax)}",
                      f"{bmax / oracle_lr[n]:.2g}", fmt_score(t, mean([b["score"] for b in bare])),
-                     " / ".join(fmt_score(t, b["score"]) for b in bare)])
+                     " / ".join(fmt_score(t, b["score"]) for b in bare),
+                     f"{sweep_frac:.2g} ({', '.join(str(b['sweep_steps']) for b in bare)} / {bare[0]['training_steps']})"])
         variants = [(chosen, "ours")] + ([(hc, "ours, held-out defaults")] if hc != chosen else [])
         best_ours = {}
         for c, label in variants:
@@ -536,8 +621,10 @@ def _run(args, pool, tasks, epochs, seeds, cache) -> dict:
         beaten = {k: v is None or better(t, dflt, v) for k, v in finder_scores.items()}
         ok2 = all(beaten.values())
         ok3 = hmax >= oracle_lr[n] / 3
+        ok4 = all(better(t, dflt, v) for v in alt_scores.values())
         print(f"## {n} ({t.family}; {t.optimizer_label}, batch {t.batch_size}, {e} epochs, {t.metric})\n")
-        print(markdown(["row", "LR", "max_lr / oracle LR", "score", "per seed"], rows) + "\n")
+        print(markdown(["row", "LR", "max_lr / oracle LR", "score", "per seed", "sweep / training steps"],
+                       [r + [""] * (6 - len(r)) for r in rows]) + "\n")
         print("Oracle grid (mean): " + ", ".join(f"{fmt(lr)}: {fmt_score(t, grids[n][lr])}" for lr in sorted(grids[n]))
               + "\n")
         unit = "points" if t.higher_is_better else "%"
@@ -548,6 +635,8 @@ def _run(args, pool, tasks, epochs, seeds, cache) -> dict:
                  + ", ".join(f"{k} ({'none' if v is None else fmt_score(t, v)})" for k, v in finder_scores.items()),
                  (f"{'PASS' if ok3 else 'MISS'} max_lr (held-out defaults, {fmt(hmax)}) >= oracle LR / 3 "
                   f"({fmt(oracle_lr[n] / 3)}): ratio {hmax / oracle_lr[n]:.2g}"),
+                 f"{'PASS' if ok4 else 'MISS'} default schedule (held-out choice {hs}: {fmt_score(t, dflt)}) beats "
+                 + ", ".join(f"{k} ({fmt_score(t, v)})" for k, v in alt_scores.items()),
                  "sweep stops: " + ", ".join(f"seed {s}: {bounds[(hc, n, s)]['stop']} after {bounds[(hc, n, s)]['points']} "
                                              f"points" + (f" (fallback: {bounds[(hc, n, s)]['fallback']})"
                                                           if bounds[(hc, n, s)]["fallback"] else "")
@@ -557,10 +646,11 @@ def _run(args, pool, tasks, epochs, seeds, cache) -> dict:
         print()
         per_task[n] = {"oracle_lr": oracle_lr[n], "oracle": oracle[n], "max_lr": hmax, "ratio": hmax / oracle_lr[n],
                        "best": top, "best_score": top_score, "default": dflt, "finders": finder_scores,
-                       "targets": [ok1, ok2, ok3]}
+                       "alternatives": alt_scores, "bare": mean([b["score"] for b in bare]), "sweep_fraction": sweep_frac,
+                       "targets": [ok1, ok2, ok3, ok4]}
         summary.append([n, t.family, fmt(oracle_lr[n]), f"{hmax / oracle_lr[n]:.2g}",
-                        f"{bmax / oracle_lr[n]:.2g}", f"{gap:+.1f} {unit}",
-                        "PASS" if ok1 else "MISS", "PASS" if ok2 else "MISS", "PASS" if ok3 else "MISS"])
+                        f"{bmax / oracle_lr[n]:.2g}", f"{sweep_frac:.2g}", f"{gap:+.1f} {unit}"]
+                       + ["PASS" if ok else "MISS" for ok in (ok1, ok2, ok3, ok4)])
 
     # 6) the study's report
     print_study(sty, lofo, current, space, tasks, fams)
@@ -592,15 +682,29 @@ def _run(args, pool, tasks, epochs, seeds, cache) -> dict:
     print(f"min_fall chosen on all families: {mf_chosen:g}; held-out error of the fold choices {mf_held:+.2f} ("
           + ", ".join(f"{f}: {mf_picks[f]:g}" for f in fams) + "); ties: the lower mean, then the larger value\n")
 
+    base_chosen, base_held = print_base_ratios(default_sched, base_choice, base_error, fams)
+
+    def anchor_scores(kind):  # a cached row's per-seed scores; a finder without a suggestion scores as diverged
+        return lambda n: [st.score_of(tasks[n], math.nan) if (v := entries[key(n, s, epochs[n], g)][kind]["score"])
+                          is None else v for s in seeds]
+
+    rivals = {"LRRangeTest() (as installed)": lambda n: [first[("bare", n, s, epochs[n])]["score"] for s in seeds],
+              "ours, held-out defaults and schedule": lambda n: scores(held[families[n]], n, held_sched[families[n]]),
+              "lightning lr_find": anchor_scores("lightning"), "torch-lr-finder": anchor_scores("tlf")}
+    rivals.update({ALTERNATIVE_LABELS[k]: anchor_scores(k) for k in st.ALTERNATIVES})
+    print_rivals(rivals, family_regret, tasks, fams)
+
     print("## Summary (targets with the held-out choices)\n")
     print(markdown(["task", "family", "oracle LR", "max_lr / oracle", "LRRangeTest() max_lr / oracle",
-                    "best of ours vs oracle", "best >= oracle - tol", "default beats finders", "max_lr >= oracle/3"],
+                    "LRRangeTest() sweep / training steps", "best of ours vs oracle", "best >= oracle - tol",
+                    "default beats finders", "max_lr >= oracle/3", "default beats schedule-free, prodigy"],
                    summary) + "\n")
-    passes = [sum(p["targets"][i] for p in per_task.values()) for i in range(3)]
+    passes = [sum(p["targets"][i] for p in per_task.values()) for i in range(4)]
     print(f"Targets met: quality {passes[0]}/{len(tasks)}, beats finders {passes[1]}/{len(tasks)}, "
-          f"max_lr {passes[2]}/{len(tasks)}\n", flush=True)
+          f"max_lr {passes[2]}/{len(tasks)}, beats schedule-free and prodigy {passes[3]}/{len(tasks)}\n", flush=True)
     report = {"chosen": chosen.as_dict(), "default_schedule": default_sched, "held_schedule": held_sched, "shapes": shapes,
               "min_fall": {"chosen": mf_chosen, "held_out": mf_held, "folds": mf_picks},
+              "base_lr": {"chosen": base_label(base_chosen), "held_out": base_held},
               "held": {f: c.as_dict() for f, c in held.items()}, "in_sample": lofo["in_sample"],
               "held_out": lofo["held_out"], "tasks": per_task}
     if args.json:

@@ -6,8 +6,13 @@ validation metric. All data are offline: generated, scikit-learn's bundled sets
 (``load_digits``, ``load_diabetes``, ``load_breast_cancer``), ``mnist1d.make_dataset``
 and character-level text from the Python standard library's docstrings.
 
-A run seeds once (weights, dropout, batch order); the data set itself is fixed (seed 0).
+A run seeds once (weights, dropout, batch order); the data set itself is fixed (seed 0), and so
+is the network the fine-tuning task starts from (pre-trained once per process from seed 0).
 The metric is read after the last epoch on the whole validation set (one batch).
+
+Besides the task's own optimizer, every task trains with the two one-line alternatives a
+user would pick instead of a range test (:func:`fit_alternative`): Schedule-Free AdamW at
+its default LR and Prodigy with a cosine annealing, both keeping the task's weight decay.
 """
 
 from __future__ import annotations
@@ -17,8 +22,9 @@ import functools
 import importlib
 import inspect
 import io
+import itertools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -27,9 +33,11 @@ import lightning as L
 import numpy as np
 import torch
 from common import trainer
+from lion_pytorch import Lion
 from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
+from typing_extensions import override
 
 from lightning_clr import LRRangeTest
 from lightning_clr.models import CNN1D
@@ -159,6 +167,14 @@ def mnist1d_autoencoder() -> Arrays:
     return Arrays(a.x_train, a.x_train, a.x_val, a.x_val)
 
 
+def quantiles() -> Arrays:
+    """Six classes of nested shells around the origin in 10 dimensions (``make_gaussian_quantiles``)."""
+    from sklearn.datasets import make_gaussian_quantiles
+
+    x, y = make_gaussian_quantiles(n_samples=3000, n_features=10, n_classes=6, random_state=0)
+    return _split(_standardize(x), y)
+
+
 def pattern_sequences() -> Arrays:
     """Token sequences (vocabulary 12, length 24); the label says whether token 1 occurs more
     often in the first half than in the second, or as often (3 classes): it needs positions."""
@@ -280,6 +296,73 @@ class Transformer(nn.Module):
         return self.out(h if self.causal else h.mean(1))
 
 
+class ViT(nn.Module):
+    """A vision transformer on 8x8 digits: ``patch`` x ``patch`` patches embedded by a strided
+    convolution, a class token, learned positions, pre-LayerNorm encoder blocks (torch's
+    ``norm_first=True``), a final LayerNorm and a linear head on the class token."""
+
+    def __init__(self, patch: int = 2, width: int = 32, layers: int = 2, heads: int = 4, classes: int = 10,
+                 image: int = 8) -> None:
+        super().__init__()
+        self.embed = nn.Conv2d(1, width, patch, stride=patch)
+        self.cls = nn.Parameter(torch.zeros(1, 1, width))
+        self.pos = nn.Parameter(torch.randn(1, (image // patch) ** 2 + 1, width) * 0.02)
+        layer = nn.TransformerEncoderLayer(width, heads, 2 * width, dropout=0.0, activation="gelu", batch_first=True,
+                                           norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.norm, self.head = nn.LayerNorm(width), nn.Linear(width, classes)
+
+    def forward(self, x):
+        tokens = self.embed(x).flatten(2).transpose(1, 2)  # (batch, patches, width)
+        h = torch.cat([self.cls.expand(len(x), -1, -1), tokens], 1) + self.pos
+        return self.head(self.norm(self.encoder(h)[:, 0]))
+
+
+class ConvBN(nn.Module):
+    """Three 3x3 convolutions with BatchNorm on 8x8 digits and a linear head."""
+
+    def __init__(self, classes: int) -> None:
+        super().__init__()
+
+        def conv(cin: int, cout: int) -> list[nn.Module]:
+            return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
+
+        self.body = nn.Sequential(*conv(1, 16), *conv(16, 32), nn.MaxPool2d(2), *conv(32, 32),
+                                  nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.head = nn.Linear(32, classes)
+
+    def forward(self, x):
+        return self.head(self.body(x))
+
+
+PRETRAIN_EPOCHS = 15
+
+
+@functools.cache
+def pretrained_features() -> dict[str, torch.Tensor]:
+    """The convolutions of the library's 1-D CNN trained on MNIST-1D's digits (Adam at 3e-3, batch 32,
+    ``PRETRAIN_EPOCHS`` epochs, seed 0; about 80% validation accuracy), once per process; the global
+    RNG is left as it was."""
+    a = _arrays(mnist1d_signals)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        net = CNN1D()
+        optimizer = torch.optim.Adam(net.parameters(), lr=3e-3)
+        for _ in range(PRETRAIN_EPOCHS):
+            for idx in torch.randperm(len(a.x_train)).split(32):
+                optimizer.zero_grad()
+                F.cross_entropy(net(a.x_train[idx]), a.y_train[idx]).backward()
+                optimizer.step()
+    return {k: v.detach().clone() for k, v in net.features.state_dict().items()}
+
+
+def finetune_net() -> CNN1D:
+    """The pre-trained convolutions (:func:`pretrained_features`) under a new head drawn from the global RNG."""
+    net = CNN1D()
+    net.features.load_state_dict(pretrained_features())
+    return net
+
+
 # ----------------------------------------------------------------------------- the module
 
 
@@ -298,12 +381,20 @@ class Criterion(nn.Module):
 
 class SuiteModule(L.LightningModule):
     """Trains ``net`` with ``criterion``; logs ``val/loss`` (plain loss, no label smoothing) and,
-    for classifiers, ``val/acc``."""
+    for classifiers, ``val/acc``.
 
-    def __init__(self, net: nn.Module, criterion: Criterion, optimizer: Callable, classify: bool) -> None:
+    ``optimizer(params)`` builds the optimizer; ``scheduler(optimizer)``, if given, a scheduler
+    stepped after every optimizer step. ``optimizer_steps`` counts every step the optimizer
+    takes, a range test's included.
+    """
+
+    def __init__(self, net: nn.Module, criterion: Criterion, optimizer: Callable, classify: bool,
+                 scheduler: Callable | None = None) -> None:
         super().__init__()
         self.net, self.criterion, self.optimizer_factory, self.classify = net, criterion, optimizer, classify
+        self.scheduler_factory = scheduler
         self.plain = Criterion(criterion.kind)
+        self.optimizer_steps = 0
 
     def forward(self, x):
         return self.net(x)
@@ -322,7 +413,15 @@ class SuiteModule(L.LightningModule):
             self.log("val/acc", (out.argmax(-1) == y).float().mean())
 
     def configure_optimizers(self):
-        return self.optimizer_factory(self.parameters())
+        optimizer = self.optimizer_factory(self.parameters())
+        optimizer.register_step_post_hook(self._count_step)
+        if self.scheduler_factory is None:
+            return optimizer
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer), "interval": "step"}}
+
+    def _count_step(self, optimizer, args, kwargs) -> None:
+        self.optimizer_steps += 1
 
 
 # ----------------------------------------------------------------------------- tasks
@@ -372,6 +471,11 @@ class SuiteTask:
                                                                      else "SGD")
         return o + (f", wd {self.options['weight_decay']:g}" if self.options.get("weight_decay") else "")
 
+    @property
+    def steps_per_epoch(self) -> int:
+        """Optimizer steps per epoch (the last incomplete batch is dropped)."""
+        return len(_arrays(self.data).x_train) // self.batch_size
+
     def datamodule(self) -> ArrayData:
         return ArrayData(_arrays(self.data), self.batch_size)
 
@@ -413,6 +517,20 @@ TASKS: dict[str, SuiteTask] = {t.name: t for t in [
               batch_size=32, epochs=8, loss="mse", grid=(1e-5, 0.1)),
     SuiteTask("ae-mnist1d", "autoencoder", mnist1d_autoencoder, partial(mlp, 40, (64, 10, 64), 40),
               torch.optim.RMSprop, batch_size=64, epochs=6, loss="mse", grid=(1e-5, 0.03)),
+    SuiteTask("vit-digits", "vision transformer", digits_images, ViT, torch.optim.AdamW, {"weight_decay": 0.05},
+              batch_size=32, epochs=8, metric="val/acc", grid=(1e-4, 0.1),
+              note="2x2 patches, class token, pre-LayerNorm blocks"),
+    SuiteTask("finetune-walks", "fine-tuning", partial(random_walk_signals, 1500), finetune_net, torch.optim.AdamW,
+              {"weight_decay": 0.01}, batch_size=32, epochs=5, metric="val/acc", grid=(1e-4, 0.1),
+              note="1-D CNN pre-trained on MNIST-1D, new head, every layer trained on random walks"),
+    SuiteTask("lion-digits", "Lion (sign updates)", digits_images, partial(ConvBN, 10), Lion, {"weight_decay": 0.1},
+              batch_size=32, epochs=6, metric="val/acc", grid=(1e-5, 0.01), note="conv + BatchNorm"),
+    SuiteTask("short-digits", "short run", digits_flat, partial(mlp, 64, (128,), 10), torch.optim.SGD,
+              {"momentum": 0.9, "nesterov": True}, batch_size=64, epochs=4, grid=(1e-3, 3.0),
+              note="88 optimizer steps in all"),
+    SuiteTask("smooth-quantiles", "label smoothing + heavy wd", quantiles, partial(mlp, 10, (128, 128), 6),
+              torch.optim.SGD, {"momentum": 0.9, "weight_decay": 5e-3}, batch_size=32, epochs=6, metric="val/acc",
+              label_smoothing=0.2, grid=(1e-3, 1.0), note="label smoothing 0.2, weight decay 5e-3"),
 ]}
 
 
@@ -441,16 +559,47 @@ def score_of(task: SuiteTask, value: float) -> float:
     return value
 
 
-def fit(task: SuiteTask, seed: int, epochs: int, root: Path | str, *, lr: float | None = None,
-        finder: LRRangeTest | None = None) -> float:
-    """Seed, build and train ``task`` at constant ``lr`` or under ``finder``; the last epoch's metric."""
+@dataclass(frozen=True)
+class Trained:
+    """One training's outcome.
+
+    Attributes:
+        score: the task's metric after the last epoch (:func:`score_of`).
+        optimizer_steps: every step the optimizer took, a range test's included.
+        training_steps: the training's own steps (``trainer.global_step``).
+    """
+
+    score: float
+    optimizer_steps: int
+    training_steps: int
+
+    @property
+    def sweep_steps(self) -> int:
+        """The steps a range test took before the training (0 without one)."""
+        return self.optimizer_steps - self.training_steps
+
+
+def _fit(task: SuiteTask, model: SuiteModule, epochs: int, root: Path | str,
+         callbacks: list[L.Callback]) -> tuple[Trained, L.Trainer]:
+    t = trainer(epochs, root, callbacks)
+    t.fit(model, datamodule=task.datamodule())
+    score = score_of(task, float(t.callback_metrics.get(task.metric, math.nan)))
+    return Trained(score, model.optimizer_steps, t.global_step), t
+
+
+def fit_run(task: SuiteTask, seed: int, epochs: int, root: Path | str, *, lr: float | None = None,
+            finder: LRRangeTest | None = None) -> Trained:
+    """Seed, build and train ``task`` at constant ``lr`` or under ``finder``."""
     if (lr is None) == (finder is None):
         raise ValueError("pass exactly one of lr (a constant LR) and finder (an LRRangeTest)")
     L.seed_everything(seed, verbose=False)
-    model = task.model(lr)
-    t = trainer(epochs, root, [finder] if finder is not None else [])
-    t.fit(model, datamodule=task.datamodule())
-    return score_of(task, float(t.callback_metrics.get(task.metric, math.nan)))
+    return _fit(task, task.model(lr), epochs, root, [finder] if finder is not None else [])[0]
+
+
+def fit(task: SuiteTask, seed: int, epochs: int, root: Path | str, *, lr: float | None = None,
+        finder: LRRangeTest | None = None) -> float:
+    """Seed, build and train ``task`` at constant ``lr`` or under ``finder``; the last epoch's metric."""
+    return fit_run(task, seed, epochs, root, lr=lr, finder=finder).score
 
 
 def sweep(task: SuiteTask, seed: int, root: Path | str, **finder_kwargs):
@@ -482,3 +631,141 @@ def torch_lr_finder_lr(task: SuiteTask, seed: int, num_iter: int = 100) -> float
             return None
     plt.close(ax.figure)
     return None if lr is None or not math.isfinite(lr) else float(lr)
+
+
+# ----------------------------------------------------------------------------- what users pick instead
+
+#: the one-line alternatives to a range test, by row label
+ALTERNATIVES = ("schedule-free", "prodigy")
+SCHEDULE_FREE_LR = 0.0025  # AdamWScheduleFree's default
+WARMUP_FRACTION = 0.05  # of the run's optimizer steps: Schedule-Free's warm-up
+BN_BATCHES = 50  # at most this many training batches recompute BatchNorm statistics
+
+
+def is_schedule_free(optimizer: torch.optim.Optimizer) -> bool:
+    """Does ``optimizer`` keep Schedule-Free's train/eval mode (``optimizer.train()`` / ``.eval()``)?"""
+    return callable(getattr(optimizer, "train", None)) and "train_mode" in optimizer.param_groups[0]
+
+
+def recompute_batch_norm(module: nn.Module, batches: Iterable[torch.Tensor]) -> int:
+    """Replace every BatchNorm layer's running statistics by their exact average over ``batches``,
+    forwarded in train mode (no gradients; the global RNG is left as it was).
+
+    Returns:
+        The number of batches forwarded (0, and nothing done, without BatchNorm layers).
+    """
+    norms = [m for m in module.modules() if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d))]
+    if not norms:
+        return 0
+    momenta, was_training = [m.momentum for m in norms], module.training
+    count = 0
+    with torch.inference_mode(False), torch.no_grad(), torch.random.fork_rng(devices=[]):
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # a cumulative average over the batches
+        module.train()
+        for x in batches:
+            module(x)
+            count += 1
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    module.train(was_training)
+    return count
+
+
+class ScheduleFreeModes(L.Callback):
+    """Schedule-Free's train/eval switch, as its README asks: ``optimizer.train()`` before fit and
+    before every training step, ``optimizer.eval()`` before validation and at the end of fit.
+
+    Before validating, the BatchNorm statistics are recomputed at the evaluation point (the
+    model in train mode, the optimizer in eval mode) over ``batches()``, at most
+    ``BN_BATCHES`` of them. Listed before an ``LRRangeTest``, it puts the optimizer in train
+    mode before the sweep. Optimizers without the switch are left alone.
+    """
+
+    def __init__(self, batches: Callable[[], Iterable[torch.Tensor]]) -> None:
+        self.batches = batches
+
+    @staticmethod
+    def _switch(trainer: L.Trainer, mode: str) -> None:
+        for optimizer in trainer.optimizers:
+            if is_schedule_free(optimizer):
+                getattr(optimizer, mode)()
+
+    @override
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._switch(trainer, "train")
+
+    @override
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
+        self._switch(trainer, "train")
+
+    @override
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._switch(trainer, "eval")
+        if any(is_schedule_free(o) for o in trainer.optimizers):
+            recompute_batch_norm(pl_module, itertools.islice(self.batches(), BN_BATCHES))
+
+    @override
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._switch(trainer, "eval")
+
+
+def _quiet(factory: Callable, *args):
+    """``factory(*args)`` with its prints to stdout dropped (Prodigy announces its weight decay)."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        return factory(*args)
+
+
+def alternative_model(task: SuiteTask, kind: str, epochs: int) -> SuiteModule:
+    """``task``'s network, loss and weight decay with a learning-rate-free optimizer instead of its own.
+
+    Args:
+        task: the suite task.
+        kind: ``"schedule-free"``: ``schedulefree.AdamWScheduleFree`` at its default LR with a
+            warm-up of ``WARMUP_FRACTION`` of the run; ``"prodigy"``: ``prodigyopt.Prodigy(lr=1)``
+            with torch's ``CosineAnnealingLR`` over the run, stepped every optimizer step.
+        epochs: the run's length (the warm-up and the annealing are fitted to it).
+
+    Raises:
+        ValueError: ``kind`` is not one of ``ALTERNATIVES``.
+    """
+    total = epochs * task.steps_per_epoch
+    weight_decay = task.options.get("weight_decay", 0.0)
+    scheduler = None
+    if kind == "schedule-free":
+        from schedulefree import AdamWScheduleFree
+
+        factory = partial(AdamWScheduleFree, lr=SCHEDULE_FREE_LR, weight_decay=weight_decay,
+                          warmup_steps=max(1, round(WARMUP_FRACTION * total)))
+    elif kind == "prodigy":
+        from prodigyopt import Prodigy
+
+        factory = partial(_quiet, partial(Prodigy, lr=1.0, weight_decay=weight_decay))
+        scheduler = partial(torch.optim.lr_scheduler.CosineAnnealingLR, T_max=total)
+    else:
+        raise ValueError(f"alternative {kind!r} is not one of {ALTERNATIVES}: pick one of them")
+    return SuiteModule(task.net(), Criterion(task.loss, task.label_smoothing), factory, classify=task.loss == "ce",
+                       scheduler=scheduler)
+
+
+def fit_alternative(task: SuiteTask, kind: str, seed: int, epochs: int, root: Path | str, *,
+                    finder: LRRangeTest | None = None) -> dict:
+    """Seed, build and train ``task`` with the alternative ``kind`` (see :func:`alternative_model`),
+    under ``finder`` if given.
+
+    Returns:
+        ``score``; ``lr``: the LR of the first param group at the end (for Prodigy its step
+        size estimate ``d`` times the LR at its peak, 1); ``schedule``: the class of the LR
+        scheduler installed, or None; ``sweep_steps``: the range test's optimizer steps.
+    """
+    L.seed_everything(seed, verbose=False)
+    model = alternative_model(task, kind, epochs)
+    x_train = _arrays(task.data).x_train
+    modes = ScheduleFreeModes(lambda: x_train.split(task.batch_size))
+    run, t = _fit(task, model, epochs, root, [modes] + ([finder] if finder is not None else []))
+    group = t.optimizers[0].param_groups[0]
+    lr = float(group["d"]) if kind == "prodigy" else float(group["lr"])
+    schedules_ = [type(c.scheduler).__name__ for c in t.lr_scheduler_configs]
+    return {"score": run.score, "lr": lr, "schedule": schedules_[0] if schedules_ else None,
+            "sweep_steps": run.sweep_steps}
