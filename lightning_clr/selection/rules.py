@@ -197,16 +197,12 @@ def valley(
         losses: Smoothed loss at each LR; NaN/inf ends the curve.
         position: Where in the valley (0 = start, 1 = end, in log LR) the valley LR sits.
         div: ``base_lr = valley_lr / div``; also the fallback ratio ``max_lr / base_lr``.
-        kernel_width: Width of the smoothing kernel in decades of LR.
-        flat_tol: A fall below this fraction of the top loss counts as a flat curve.
-        min_points: Fewer finite points than this count as a curve too short to read.
+        kernel_width: The curve options, as in :func:`smith`.
+        flat_tol: As in :func:`smith`.
+        min_points: As in :func:`smith`.
 
     Returns:
-        The bounds, with ``rule="valley"``.
-
-    Raises:
-        ValueError: If no loss is finite, or the inputs are malformed (see
-            :func:`~lightning_clr.selection.valid_prefix`).
+        The bounds, with ``rule="valley"``; raises as :func:`smith` does.
     """
     if not 0.0 < position < 1.0:
         raise ValueError(f"position ({position}) must lie strictly between 0 and 1")
@@ -284,16 +280,12 @@ def steepest(
         losses: Smoothed loss at each LR; NaN/inf ends the curve.
         stop_frac: Fraction of the fall after which the loss has stopped falling.
         div: Ratio ``max_lr / base_lr`` whenever the base falls back to Smith's rule.
-        kernel_width: Width of the smoothing kernel in decades of LR.
-        flat_tol: A fall below this fraction of the top loss counts as a flat curve.
-        min_points: Fewer finite points than this count as a curve too short to read.
+        kernel_width: The curve options, as in :func:`smith`.
+        flat_tol: As in :func:`smith`.
+        min_points: As in :func:`smith`.
 
     Returns:
-        The bounds, with ``rule="steepest"``.
-
-    Raises:
-        ValueError: If no loss is finite, or the inputs are malformed (see
-            :func:`~lightning_clr.selection.valid_prefix`).
+        The bounds, with ``rule="steepest"``; raises as :func:`smith` does.
     """
     if not 0.0 < stop_frac < 1.0:
         raise ValueError(f"stop_frac ({stop_frac}) must lie strictly between 0 and 1")
