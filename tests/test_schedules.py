@@ -1,5 +1,5 @@
-"""Schedule specs: equality with torch's schedulers, exact SGDR numbers, param groups,
-state_dict round trips, stale optimizer state and validation."""
+"""Schedule specs: equality with torch's schedulers, exact SGDR and WSD numbers, param groups,
+state_dict round trips, stale optimizer state, the base class's share of the work and validation."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import copy
 import io
 import math
 import warnings
+from dataclasses import dataclass
+from typing import Any
 
 import pytest
 import torch
@@ -721,6 +723,39 @@ class TestFittedCycles:
             _build_error(OneCycle(pct_start=0.3), total=3)()
         with pytest.raises(ValueError, match=r"total_steps must be an integer >= 1 or None, got 0"):
             _build_error(Triangular(), total=0)()
+
+
+@dataclass
+class HalfWay(Schedule):
+    """A spec written against the base class alone: a shape and a pure LR function."""
+
+    share: float = 0.5
+
+    lr_at = staticmethod(lambda step, base_lr, max_lr, total_steps, share: max_lr if step < share * total_steps
+                         else base_lr)
+
+    def shape(self, steps_per_epoch: int, total_steps: int | None) -> dict[str, Any]:
+        return {"total_steps": total_steps, "share": self.share}
+
+
+class TestBaseClass:
+    def test_a_shape_and_a_function_make_a_scheduler(self):
+        optimizer = make_optimizer(groups=2)
+        CyclicLR(optimizer, base_lr=0.5, max_lr=1.0, step_size_up=7, cycle_momentum=False)  # stale initial_lr
+        scheduler = build(HalfWay(), optimizer, [BASE, 10 * BASE], [MAX, 10 * MAX], total=10)
+        lrs, _ = record(optimizer, scheduler, 10)
+        assert lrs == [[MAX, 10 * MAX]] * 5 + [[BASE, 10 * BASE]] * 6
+        assert [g["initial_lr"] for g in optimizer.param_groups] == [MAX, 10 * MAX]
+        buffer = io.BytesIO()
+        torch.save(scheduler.state_dict(), buffer)  # plain data: the function stays out
+        buffer.seek(0)
+        assert "lr_at" not in torch.load(buffer, weights_only=True)
+
+    def test_the_base_class_checks_bounds_and_steps(self):
+        with pytest.raises(ValueError, match=r"HalfWay: max_lr \(0\.001\) must be >= base_lr \(0\.01\)"):
+            _build_error(HalfWay(), base=0.01, peak=0.001)()
+        with pytest.raises(ValueError, match=r"HalfWay: total_steps must be an integer >= 1 or None, got 0"):
+            _build_error(HalfWay(), total=0)()
 
 
 class TestRegistry:

@@ -11,11 +11,10 @@ earlier scheduler left in the param groups, and wraps the result in a scheduler 
 ``state_dict`` round-trips through checkpoints. A spec states only
 
 - :meth:`Schedule.shape`: its lengths for one run, in optimizer steps (plain numbers), and
-- ``lr_at``: its learning rate as a pure function ``lr_at(step, base_lr, max_lr, **shape)``,
+- ``lr_at``: its learning rate as a pure function ``lr_at(step, base_lr, max_lr, **shape)``.
 
-after timm's ``Scheduler._get_lr(t)`` and nanoGPT's ``get_lr(it)``. Where torch computes a
-schedule exactly (``CyclicLR``, ``OneCycleLR``), the spec overrides :meth:`Schedule.torch_scheduler`
-instead of giving ``lr_at``.
+Where torch computes a schedule exactly (``CyclicLR``, ``OneCycleLR``), the spec overrides
+:meth:`Schedule.torch_scheduler` instead of giving ``lr_at``.
 """
 
 from __future__ import annotations
