@@ -294,3 +294,84 @@ class TestValidationMetric:
         assert f"metric='val_loss') needs validation data, but {cause}; " in message
         assert message.endswith("or set metric='train_loss'.") and "\n" not in message
         assert Counted.calls == [] and finder.result is None  # refused before any sweep step
+
+
+class FloatLoss(Counted):
+    def training_step(self, batch, batch_idx):
+        return super().training_step(batch, batch_idx).item()
+
+
+class NoGradLoss(Counted):
+    def training_step(self, batch, batch_idx):
+        with torch.no_grad():
+            return super().training_step(batch, batch_idx)
+
+
+class DetachedLoss(Counted):
+    def training_step(self, batch, batch_idx):
+        return super().training_step(batch, batch_idx).detach()
+
+
+class DictWithoutLoss(Counted):
+    def training_step(self, batch, batch_idx):
+        return {"objective": super().training_step(batch, batch_idx)}
+
+
+class Unsized(torch.utils.data.IterableDataset):
+    """64 samples without ``__len__``."""
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(0)
+        for _ in range(64):
+            yield torch.randn(40, generator=g), torch.randint(0, 4, (), generator=g)
+
+
+class TestWrongLoss:
+    @pytest.mark.parametrize("module, message", [
+        (FloatLoss, (r"^LRRangeTest: training_step returned a float \([0-9.]+\), not a tensor, .*; return the "
+                     r"loss tensor itself \(not loss.item\(\) or float\(loss\)\)\.$")),
+        (NoGradLoss, (r"^LRRangeTest: the loss training_step returned does not require grad .*torch.no_grad\(\) "
+                      r"around it\.$")),
+        (DetachedLoss, (r"^LRRangeTest: the loss training_step returned does not require grad \(computed under "
+                        r"torch.no_grad\(\), detached")),
+        (DictWithoutLoss, r"^LRRangeTest: training_step returned a dict without a 'loss' key \(keys \['objective'\]\)"),
+    ], ids=["float", "no_grad", "detached", "dict"])
+    def test_fails_at_the_first_sweep_step_naming_training_step(self, tmp_path, module, message):
+        Counted.calls.clear()
+        model = module(tiny_model().net, num_classes=4)
+        weights = {k: v.clone() for k, v in model.state_dict().items()}
+        trainer = tiny_trainer(tmp_path, callbacks=[LRRangeTest(num_steps=20, progress_bar=False)], max_steps=1)
+        with pytest.raises(MisconfigurationException, match=message) as err:
+            trainer.fit(model, datamodule=tiny_data())
+        assert "\n" not in str(err.value)
+        assert Counted.calls == [0]  # the first sweep step, no further
+        assert all(torch.equal(v, model.state_dict()[k]) for k, v in weights.items())  # and the state is restored
+
+
+class TestStepCounts:
+    @pytest.mark.parametrize("loader, trainer_kwargs, cause", [
+        (_loader(0), {}, "limit_train_batches=1.0"),
+        (_loader(64), {"limit_train_batches": 0}, "limit_train_batches=0"),
+    ], ids=["empty dataset", "limit 0"])
+    def test_no_training_batch_is_named_as_such(self, tmp_path, loader, trainer_kwargs, cause):
+        trainer = tiny_trainer(tmp_path, callbacks=[LRRangeTest(num_steps=20)], **trainer_kwargs)
+        with pytest.raises(MisconfigurationException) as err:
+            trainer.fit(tiny_model(), train_dataloaders=loader)
+        assert str(err.value) == (
+            f"LRRangeTest: the train dataloader gives no batch ({cause}); the range test and the schedule need "
+            "training batches: check limit_train_batches and the dataset (its length, the batch size, drop_last).")
+
+    @pytest.mark.parametrize("spec", [schedules.Triangular(), schedules.OneCycle()], ids=repr)
+    def test_a_loader_without_length_and_no_max_steps_asks_for_max_steps(self, tmp_path, spec):
+        trainer = tiny_trainer(tmp_path, callbacks=[LRRangeTest(spec, num_steps=20)], max_epochs=1)
+        with pytest.raises(MisconfigurationException) as err:
+            trainer.fit(tiny_model(), train_dataloaders=DataLoader(Unsized(), batch_size=16))
+        assert str(err.value) == (
+            f"LRRangeTest: {type(spec).__name__} is fitted to the whole run, but the train dataloader has no __len__, "
+            "so the run's length in steps is unknown; set max_steps on the Trainer.")
+
+    def test_a_constant_lr_needs_no_length(self, tmp_path):
+        finder = LRRangeTest(schedules.Constant(), num_steps=20, progress_bar=False)
+        trainer = tiny_trainer(tmp_path, callbacks=[finder], max_epochs=1)
+        trainer.fit(tiny_model(), train_dataloaders=DataLoader(Unsized(), batch_size=16))
+        assert len(finder.result.lrs) >= 20 and trainer.global_step == 4  # one pass over the 64 samples

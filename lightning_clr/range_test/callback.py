@@ -249,7 +249,17 @@ class LRRangeTest(Callback):
         return Policy(self._mode, self._num_steps, self._max_extensions, self._min_fall, self._max_reruns, ceiling)
 
     def _step_counts(self, trainer: L.Trainer) -> tuple[int, int | None]:
-        """``(steps_per_epoch, total_steps)``; a loader without a length works unless the shape needs it."""
+        """``(steps_per_epoch, total_steps)``; a loader without a length works unless the shape needs it.
+
+        Raises:
+            MisconfigurationException: no train batch, or a length the schedule needs is unknown.
+        """
+        if trainer.limit_train_batches == 0 or steps.train_batches(trainer) == 0:
+            raise MisconfigurationException(
+                f"LRRangeTest: the train dataloader gives no batch (limit_train_batches={trainer.limit_train_batches!r}"
+                "); the range test and the schedule need training batches: check limit_train_batches and the "
+                "dataset (its length, the batch size, drop_last)."
+            )
         per_epoch, total = steps.steps_per_epoch(trainer), steps.total_steps(trainer)
         if per_epoch is None:
             if self.schedule.needs_epoch_length:
@@ -257,6 +267,11 @@ class LRRangeTest(Callback):
                     f"LRRangeTest: {self.schedule!r} measures lengths in epochs, but the train dataloader has no "
                     "__len__; give the lengths in optimizer steps (step_size, cycle_steps, warmup_steps), or set "
                     "limit_train_batches to an int."
+                )
+            if total is None and self.schedule.needs_total_steps:
+                raise MisconfigurationException(
+                    f"LRRangeTest: {type(self.schedule).__name__} is fitted to the whole run, but the train "
+                    "dataloader has no __len__, so the run's length in steps is unknown; set max_steps on the Trainer."
                 )
             per_epoch = 1  # read by no shape that needs no epoch length
         return per_epoch, total

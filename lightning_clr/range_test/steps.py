@@ -36,11 +36,21 @@ def steps_per_epoch(trainer: L.Trainer) -> int | None:
     return max(1, math.ceil(int(batches) / trainer.accumulate_grad_batches))
 
 
+def train_batches(trainer: L.Trainer) -> float:
+    """Train batches per epoch on each process (``inf`` when the train loader has no length)."""
+    trainer.fit_loop.setup_data()  # a no-op once done
+    return trainer.num_training_batches
+
+
 def total_steps(trainer: L.Trainer) -> int | None:
-    """Optimizer steps of the whole fit, or ``None`` for a run without an end."""
+    """Optimizer steps of the whole fit, or ``None`` for a run without a known end.
+
+    A train loader without ``__len__`` and no ``max_steps`` gives a run of unknown length:
+    ``None`` (Lightning's estimate is then ``-1``).
+    """
     trainer.fit_loop.setup_data()  # estimated_stepping_batches skips it for endless runs
     total = trainer.estimated_stepping_batches
-    return int(total) if math.isfinite(total) else None
+    return int(total) if math.isfinite(total) and total >= 1 else None
 
 
 def installed_schedule(trainer: L.Trainer) -> Schedule | None:

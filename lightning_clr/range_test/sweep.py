@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import statistics
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -237,8 +237,7 @@ def _sweep(
                 set_current_batch(trainer, batch)
                 last = j == len(micro) - 1
                 with block_sync() if (block_sync is not None and not last) else nullcontext():
-                    out = strategy.training_step(batch, idx)
-                    loss = out["loss"] if isinstance(out, dict) else out
+                    loss = training_loss(strategy.training_step(batch, idx), need_grad=True)
                     if loss is None:
                         continue
                     strategy.backward(loss / len(micro), optimizer)
@@ -297,18 +296,51 @@ def _extend(strategy: Any, targets: list[float], more: Callable[..., Decision], 
     return bool(extra)
 
 
-def _held_out_loss(strategy: Any, pl_module: L.LightningModule, batches: list[Any]) -> torch.Tensor:
-    """Mean ``training_step`` loss on fixed validation batches, without gradients, in eval mode."""
+def _held_out_loss(strategy: Any, pl_module: L.LightningModule, batches: list[Any]) -> torch.Tensor | None:
+    """Mean ``training_step`` loss on fixed validation batches, without gradients, in eval mode
+    (``None`` when ``training_step`` returned ``None`` for all of them)."""
     pl_module.eval()
     try:
         with torch.no_grad():
-            losses = []
-            for i, batch in enumerate(batches):
-                out = strategy.training_step(batch, i)
-                losses.append((out["loss"] if isinstance(out, dict) else out).detach().float())
-        return torch.stack(losses).mean()
+            losses = [training_loss(strategy.training_step(batch, i), need_grad=False) for i, batch in enumerate(batches)]
+        kept = [loss.detach().float() for loss in losses if loss is not None]
+        return torch.stack(kept).mean() if kept else None
     finally:
         pl_module.train()
+
+
+def training_loss(out: Any, *, need_grad: bool) -> torch.Tensor | None:
+    """The loss in what ``training_step`` returned (``None``: skip the step), checked as the sweep needs it.
+
+    Args:
+        out: ``training_step``'s return value: a tensor, a mapping with a ``"loss"`` tensor, or ``None``.
+        need_grad: whether the loss must carry a graph to backpropagate through.
+
+    Raises:
+        MisconfigurationException: a loss the sweep cannot train on (a Python number, a detached
+            tensor, a mapping without ``"loss"``); one line naming ``training_step`` and the fix.
+    """
+    if isinstance(out, Mapping):
+        if "loss" not in out:
+            raise MisconfigurationException(
+                f"LRRangeTest: training_step returned a dict without a 'loss' key (keys {sorted(map(str, out))}); "
+                "put the loss tensor under 'loss', or return it alone."
+            )
+        out = out["loss"]
+    if out is None:
+        return None
+    if not isinstance(out, torch.Tensor):
+        raise MisconfigurationException(
+            f"LRRangeTest: training_step returned a {type(out).__name__} ({out!r}), not a tensor, so the range test "
+            "cannot backpropagate through it; return the loss tensor itself (not loss.item() or float(loss))."
+        )
+    if need_grad and not out.requires_grad:
+        raise MisconfigurationException(
+            "LRRangeTest: the loss training_step returned does not require grad (computed under torch.no_grad(), "
+            "detached, or from frozen parameters only), so no step can train; return the loss with its graph: "
+            "no .detach() or torch.no_grad() around it."
+        )
+    return out
 
 
 def held_out_batches(trainer: L.Trainer, count: int) -> list[Any]:
