@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_clr import LRRangeTest, RangeTestResult, schedules
 from lightning_clr.models import Classifier
-from lightning_clr.range_test import settings
+from lightning_clr.range_test import resume, settings
 from lightning_clr.range_test.readability import EXTEND, FALLBACK, READ, RERUN, Policy, decide, extension
 from lightning_clr.range_test.sweep import sweep_lrs
 from tests.helpers import LRRecorder, tiny_data, tiny_model, tiny_trainer
@@ -375,3 +375,16 @@ class TestStepCounts:
         trainer = tiny_trainer(tmp_path, callbacks=[finder], max_epochs=1)
         trainer.fit(tiny_model(), train_dataloaders=DataLoader(Unsized(), batch_size=16))
         assert len(finder.result.lrs) >= 20 and trainer.global_step == 4  # one pass over the 64 samples
+
+
+class TestResumeMessages:
+    def test_another_epoch_length_names_the_config_keys(self):
+        spec = schedules.SGDR(cycle_epochs=1)
+        saved = resume.plan(spec, (0.01, 0.1), [1.0], steps_per_epoch=16, total_steps=64)
+        now = resume.plan(spec, (0.01, 0.1), [1.0], steps_per_epoch=8, total_steps=64)
+        assert resume.mismatch(saved, now) == (
+            "SGDR measures its cycles in epochs of 16 optimizer steps in the checkpoint, but this run has 8 per epoch; "
+            "resume with the checkpoint's data.batch_size, trainer.limit_train_batches, "
+            "trainer.accumulate_grad_batches and trainer.devices (whichever changed), or start a new run without "
+            "ckpt_path")
+        assert resume.mismatch(saved, saved) is None

@@ -84,6 +84,7 @@ def mismatch(saved: dict[str, Any], now: dict[str, Any]) -> str | None:
         saved["steps_per_epoch"] != now["steps_per_epoch"]
     ):
         return (f"{name} measures its cycles in epochs of {saved['steps_per_epoch']} optimizer steps in the "
-                f"checkpoint, but this run has {now['steps_per_epoch']} per epoch (another batch size, number "
-                f"of devices or limit_train_batches?); resume with the same data settings, {fix}")
+                f"checkpoint, but this run has {now['steps_per_epoch']} per epoch; resume with the checkpoint's "
+                f"data.batch_size, trainer.limit_train_batches, trainer.accumulate_grad_batches and trainer.devices "
+                f"(whichever changed), {fix}")
     return None
