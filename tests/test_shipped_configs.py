@@ -39,8 +39,6 @@ PLUGINS = {"sweep/optuna_lr": "hydra_plugins.hydra_optuna_sweeper", "hydra/launc
 
 #: offers in the shipped text that do not compose today, each with what would fix it
 KNOWN = {
-    ("model/caffe_cifar10", "data.std=[1/255]*3"):
-        "not an override (Hydra cannot parse '*'); write data.std=[0.00392156862745098,...] or say it in words",
     ("sweep/lr_grid", "finder.bounds=[lr,lr]"):
         "lr is not a float; write the grid point as a placeholder, finder.bounds=[LR,LR]",
     ("recipe/one_cycle_resnet56", "schedule=one_cycle"):
