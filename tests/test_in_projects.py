@@ -100,6 +100,7 @@ def test_replaced_one_cycle_gives_back_adamw_betas(tmp_path):
     lambda opt: torch.optim.lr_scheduler.StepLR(opt, step_size=5),
     lambda opt: torch.optim.lr_scheduler.CyclicLR(opt, 0.01, 0.05, step_size_up=4),
 ], ids=["StepLR", "CyclicLR"])
+@pytest.mark.slow
 def test_a_checkpoint_written_without_the_range_test_is_refused_before_the_sweep(old, tmp_path):
     class Scheduled(Classifier):
         def configure_optimizers(self):
@@ -135,6 +136,7 @@ def test_fast_dev_run_skips_the_range_test(spec, tmp_path, caplog):
     assert trainer.optimizers[0].param_groups[0]["lr"] == 0.1  # the module's own LR
 
 
+@pytest.mark.slow
 def test_a_second_fit_keeps_the_bounds_and_fits_the_schedule_to_the_rest(tmp_path):
     finder = LRRangeTest(schedules.OneCycle(), **FINDER)
     recorder = LRRecorder()

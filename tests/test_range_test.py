@@ -80,6 +80,7 @@ class TestRestore:
         assert before.groups == after.groups
         assert before.training == after.training
 
+    @pytest.mark.slow
     def test_rng_left_as_without_sweep(self, tmp_path):
         def rng_after(finder):
             L.seed_everything(0, verbose=False)
@@ -91,6 +92,7 @@ class TestRestore:
         skipped = rng_after(LRRangeTest(bounds=(0.01, 0.1)))
         assert _same_rng(swept, skipped)
 
+    @pytest.mark.slow
     def test_found_bounds_run_equals_run_with_explicit_bounds(self, tmp_path):
         """With the sweep fully undone, training afterwards is the run it would have been without it."""
 
@@ -324,6 +326,7 @@ class TestContract:
         with pytest.raises(TypeError, match="unexpected keyword argument 'num_stepz'"):
             LRRangeTest(num_stepz=10)
 
+    @pytest.mark.slow
     def test_rule_options_reach_the_rule(self, tmp_path):
         found = {}
         for stop in (0.3, 0.8):
@@ -386,6 +389,7 @@ class TestShallowSweep:
         fall = (max(r.losses) - min(r.losses)) / max(r.losses)
         assert 0.03 < fall < 0.05  # it is shallow, and the reruns stopped at max_reruns
 
+    @pytest.mark.slow
     def test_min_fall_and_max_reruns_turn_it_off(self, tmp_path):
         for kwargs in ({"min_fall": 0.03}, {"min_fall": 0.0}, {"max_reruns": 0}):
             r, _ = self.fit(tmp_path, **kwargs)

@@ -72,6 +72,7 @@ class TestGridValues:
         assert "\n" not in str(err.value)
 
 
+@pytest.mark.slow
 def test_lr_grid_check_on_synthetic_data(tmp_path):
     """Three constant LRs and one range-test run with SGDR: [lr, lr] is lr held constant, even for SGDR."""
     sweep = tmp_path / "grid"
@@ -113,6 +114,7 @@ def test_lr_grid_check_on_synthetic_data(tmp_path):
     assert not (sweep / "compare.png").exists()
 
 
+@pytest.mark.slow
 def test_lr_grid_on_a_users_own_model(tmp_path):
     """A user's module and data (tests/userpkg, which knows nothing of lightning_clr) logging ``val_loss``:
     the check reads that tag, lower is better; a tag no run logged is named with the ones they did."""
@@ -137,6 +139,7 @@ def test_lr_grid_on_a_users_own_model(tmp_path):
         compare([sweep], png=None)
 
 
+@pytest.mark.slow
 def test_submitit_local_runs_each_schedule_in_its_own_process(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="needs the cluster extra: "
                         'pip install "lightning-clr[cluster]"')
@@ -162,6 +165,7 @@ def test_submitit_local_runs_each_schedule_in_its_own_process(tmp_path):
                          out, re.M), out
 
 
+@pytest.mark.slow
 def test_optuna_search_against_one_range_test(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="needs the optuna extra: "
                         'pip install "lightning-clr[optuna]"')
@@ -232,6 +236,7 @@ def without_plugins(tmp_path) -> dict[str, str]:
      "error: hydra/launcher=submitit_local needs the optional extra 'cluster' (hydra-submitit-launcher): "
      'pip install "lightning-clr[cluster]"'),
 ])
+@pytest.mark.slow
 def test_missing_extra_is_one_line(tmp_path, without_plugins, override, line):
     proc = _cli(["-m", override, *TINY], tmp_path, env=without_plugins)
     assert proc.returncode == 2
@@ -239,6 +244,7 @@ def test_missing_extra_is_one_line(tmp_path, without_plugins, override, line):
     assert not (tmp_path / "multirun").exists()
 
 
+@pytest.mark.slow
 def test_grid_check_needs_no_extra(tmp_path, without_plugins):
     """Without any plugin, ``+sweep=lr_grid`` still composes: the basic sweeper is Hydra's own."""
     proc = _cli(["--cfg", "hydra", "--package", "hydra.sweeper", "+sweep=lr_grid", *TINY], tmp_path,
