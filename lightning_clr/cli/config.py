@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import re
 import typing
 from pathlib import Path
 from typing import Any
 
+import yaml
 from hydra.core.config_store import ConfigStore
 from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig
@@ -43,8 +45,9 @@ RENAMED_KEYS = {
     "schedule.base_lr": "finder.bounds=[BASE_LR,MAX_LR]",
     "schedule.max_lr": "finder.bounds=[BASE_LR,MAX_LR]",
 }
-#: errors raised while Hydra composes the config (unknown key, wrong type, no such option)
-COMPOSE_ERRORS: tuple[type[BaseException], ...] = (HydraException, OmegaConfBaseException)
+#: errors raised while Hydra composes the config (unknown key, wrong type, no such option, a config
+#: file that is not plain YAML)
+COMPOSE_ERRORS: tuple[type[BaseException], ...] = (HydraException, OmegaConfBaseException, yaml.YAMLError)
 #: ``ckpt_path`` values that Lightning resolves itself rather than reading a file
 CKPT_KEYWORDS = ("last", "best", "hpc")
 
@@ -107,6 +110,8 @@ def one_line(err: BaseException) -> str:
 
         error: schedule=cyclic: no such option; choose one of constant, cosine, exp_decay, ...
     """
+    if isinstance(err, yaml.YAMLError):
+        return yaml_error(err)
     if isinstance(err, MissingConfigException) and err.missing_cfg_file and err.options:
         group, _, wanted = err.missing_cfg_file.rpartition("/")
         return f"{group}={wanted}: no such option; choose one of {', '.join(sorted(err.options))}"
@@ -125,6 +130,41 @@ def one_line(err: BaseException) -> str:
     if isinstance(cause, OmegaConfBaseException):
         return f"{_text(err)}: {_text(cause)}"
     return _text(err)
+
+
+#: terminal escape sequences (colours, bold: ``\x1b[1m``) and the other control characters
+_ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-_]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def plain_text(text: str) -> str:
+    """``text`` without terminal escape codes and control characters, on one line.
+
+    Messages of torch and other libraries may carry ``\x1b[1m`` (bold) and line breaks; an error
+    line printed to a log file or a CI page must not.
+
+    Example::
+
+        >>> plain_text("load failed, \x1b[1mdo this only if you trust it\x1b[0m.\n\tthen")
+        'load failed, do this only if you trust it. then'
+    """
+    return " ".join(_CONTROL.sub(" ", _ESCAPES.sub("", text)).split())
+
+
+def yaml_error(err: yaml.YAMLError) -> str:
+    """A YAML error in a config file as one line: the file, the line and what is wrong there.
+
+    A Python tag (``!!python/object/apply:...``) is named as such: a config holds data, and
+    the loader never builds Python objects from a tag (that would run the code it names).
+    """
+    mark = getattr(err, "problem_mark", None)
+    where = f"{mark.name}, line {mark.line + 1}" if mark is not None else "a config file"
+    problem = plain_text(str(getattr(err, "problem", None) or err))
+    tag = re.search(r"tag:yaml\.org,2002:(python/\S*?)'?$", problem)
+    if tag:
+        return (f"{where}: the tag !!{tag.group(1)} is refused, a config holds plain YAML data and no Python "
+                "objects; write the value as a number, string or list, or as a node with _target_")
+    return f"{where}: not valid YAML ({problem}); fix the file's syntax"
 
 
 def _text(err: BaseException) -> str:

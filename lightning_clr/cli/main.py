@@ -26,13 +26,15 @@ from hydra.utils import instantiate
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
+from typing_extensions import override
 
 from lightning_clr._compat import FIT_WEIGHTS_ONLY
 from lightning_clr.cli.checkpointing import interrupt_status
-from lightning_clr.cli.config import COMPOSE_ERRORS, ConfigError, checkpoint_path, one_line, register
+from lightning_clr.cli.config import COMPOSE_ERRORS, ConfigError, checkpoint_path, one_line, plain_text, register
 from lightning_clr.cli.extras import missing_extra
-from lightning_clr.cli.faults import RunFault, StopOnNonFiniteLoss
-from lightning_clr.cli.preflight import check_checkpoint, explain_override, preflight, resume_path
+from lightning_clr.cli.faults import RunFault, StopOnNonFiniteLoss, keep_going_on_write_errors
+from lightning_clr.cli.preflight import check_checkpoint, explain_override, preflight, resume_path, trusts_checkpoint
+from lightning_clr.cli.rundir import release
 from lightning_clr.data.base import DataFileError
 from lightning_clr.range_test.result import RangeTestError, RangeTestResult
 
@@ -149,6 +151,14 @@ def _make_checked(key: str, node: Any, kind: type, source: tuple[str, Any] = (""
     return obj
 
 
+def _check_trainer(node: Any) -> None:
+    """Refuse Trainer values that Lightning would only trip over later (a division by zero in an epoch's length)."""
+    value = node.get("accumulate_grad_batches", 1) if isinstance(node, DictConfig) else 1
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"trainer.accumulate_grad_batches={value!r}: must be an integer >= 1 (the batches whose "
+                          "gradients add up to one optimizer step); use 1 to step after every batch")
+
+
 def build(cfg: DictConfig) -> tuple[L.Trainer, L.LightningModule, L.LightningDataModule | None, Any]:
     """Instantiate data, model, finder, callbacks, logger and trainer from a composed config.
 
@@ -178,9 +188,28 @@ def build(cfg: DictConfig) -> tuple[L.Trainer, L.LightningModule, L.LightningDat
     extra = {k: c for k, c in (cfg.get("callbacks") or {}).items() if c is not None}
     callbacks = [finder] + [_make(f"callbacks.{k}", c) for k, c in extra.items()]
     callbacks += [] if any(isinstance(c, StopOnNonFiniteLoss) for c in callbacks) else [StopOnNonFiniteLoss()]
-    logger = _make("logger", cfg.logger) if cfg.get("logger") is not None else False
+    logger = keep_going_on_write_errors(_make("logger", cfg.logger)) if cfg.get("logger") is not None else False
+    _check_trainer(cfg.trainer)
     trainer = _make("trainer", cfg.trainer, callbacks=callbacks, logger=logger)
     return trainer, model, datamodule, finder
+
+
+class _Progress(L.Callback):
+    """Notes when training proper starts: after the range test and the sanity check."""
+
+    def __init__(self) -> None:
+        self.started = False
+
+    @override
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.started = True
+
+
+def _output_dir(cfg: DictConfig) -> str | None:
+    try:
+        return cfg.get("output_dir")
+    except OmegaConfBaseException:  # ${hydra:...} outside Hydra's app
+        return None
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
@@ -188,16 +217,33 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     ``cfg.ckpt_path`` (``+ckpt_path=...``) resumes a run: weights, optimizer, the
     schedule's step and the range-test bounds come from the checkpoint, which is loaded
-    with ``torch.load(weights_only=True)``.
+    with ``torch.load(weights_only=True)``. A checkpoint whose hyperparameters hold objects
+    (an ``nn.Module``, a ``functools.partial``) is refused unless ``cfg.trust_checkpoint`` is
+    true (``+trust_checkpoint=true``), which loads it with ``weights_only=False``.
+
+    A run that fails before training starts (a pre-flight check, a bad value, a range test
+    that cannot start) releases its run folder, so the corrected command may use it.
     """
+    progress = _Progress()
+    try:
+        return _train(cfg, progress)
+    except BaseException:
+        if not progress.started:
+            release(_output_dir(cfg), "failed before training")
+        raise
+
+
+def _train(cfg: DictConfig, progress: _Progress) -> dict[str, float]:
     ckpt_path = resume_path(cfg, checkpoint_path)  # ckpt_path=last: this run's last.ckpt, or an error
-    preflight(cfg)  # output_dir and $TMPDIR writable, before the range test
+    preflight(cfg)  # output folders this run's and writable, before the range test
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
     trainer, model, datamodule, finder = build(cfg)
-    check_checkpoint(ckpt_path, model)  # readable, plain data only, this model's weights
+    trainer.callbacks.append(progress)
+    check_checkpoint(ckpt_path, model, cfg)  # readable, plain data only (or trusted), this model's weights
+    load = {**FIT_WEIGHTS_ONLY, "weights_only": False} if FIT_WEIGHTS_ONLY and trusts_checkpoint(cfg) else FIT_WEIGHTS_ONLY
     try:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, **FIT_WEIGHTS_ONLY)
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, **load)
     except SIGTERMException:  # a SystemExit without a status: it would exit 0
         sys.exit(interrupt_status(trainer))
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
@@ -238,7 +284,7 @@ _full_error_set_by_cli = False
 
 
 def _exit_with(err: BaseException, status: int = 2) -> NoReturn:
-    print(f"error: {missing_extra(err) or one_line(err)}", file=sys.stderr, flush=True)
+    print(f"error: {plain_text(missing_extra(err) or one_line(err))}", file=sys.stderr, flush=True)
     sys.exit(status)
 
 

@@ -3,9 +3,15 @@ nothing of ``lightning_clr``. The README's "Your own model from the CLI" trains 
 range test and a cyclical schedule, unchanged::
 
     PYTHONPATH=tests/userpkg python -m lightning_clr.run ~model +model._target_=mypkg.LitClassifier ...
+
+:class:`TemplateModule` takes its network and optimizer as live objects and saves them as
+hyperparameters, as lightning-hydra-template's modules do.
 """
 
 from __future__ import annotations
+
+import functools
+from typing import Any
 
 import lightning as L
 import torch
@@ -83,3 +89,60 @@ class LitClassifier(L.LightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+
+
+class DenseNet(nn.Module):
+    """A plain ``nn.Module`` that a config builds and hands to :class:`TemplateModule` (``model.net``).
+
+    Args:
+        num_features: inputs.
+        hidden: width of the hidden layer.
+        num_classes: outputs.
+    """
+
+    def __init__(self, num_features: int = 16, hidden: int = 32, num_classes: int = 3) -> None:
+        super().__init__()
+        self.layers = nn.Sequential(nn.Linear(num_features, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+class TemplateModule(L.LightningModule):
+    """A module in the style of lightning-hydra-template: the network, the optimizer and the scheduler
+    come in as live objects (``_partial_: true`` for the last two), and ``save_hyperparameters()``
+    stores them all, so the run's checkpoints pickle an ``nn.Module`` and a ``functools.partial``.
+
+    Args:
+        net: the network.
+        optimizer: a partial of an optimizer class; called with ``params=``.
+        scheduler: a partial of a scheduler class, called with ``optimizer=``; ``None``: no scheduler.
+    """
+
+    def __init__(self, net: nn.Module, optimizer: functools.partial,
+                 scheduler: functools.partial | None = None) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        loss = F.cross_entropy(self(x), y)
+        self.log("train_loss", loss, on_epoch=True)
+        return loss
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        x, y = batch
+        logits = self(x)
+        self.log("val_loss", F.cross_entropy(logits, y))
+        self.log("val_acc", (logits.argmax(1) == y).float().mean())
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.hparams.optimizer(params=self.parameters())
+        if self.hparams.scheduler is None:
+            return optimizer
+        scheduler = self.hparams.scheduler(optimizer=optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
