@@ -22,8 +22,8 @@ class RangeTestResult:
         max_lr: the selected upper bound (first param group).
         rule: the selection rule that chose the bounds (``"explicit"`` for given bounds).
         stop_reason: why the sweep ended: ``"completed"``, ``"diverged"``,
-            ``"non-finite loss"``, ``"too many skipped steps"``, ``"explicit bounds"``
-            when no sweep ran, or ``"smoke test"`` for a ``fast_dev_run``.
+            ``"non-finite loss"``, ``"too many skipped steps"``, or ``"explicit bounds"``
+            when no sweep ran (a ``fast_dev_run`` makes no result: ``finder.result`` stays ``None``).
         fallback: ``None`` if the rule read the bounds off the curve, else why a
             documented fallback was used.
         group_ratios: each param group's LR divided by the first group's when the range test
