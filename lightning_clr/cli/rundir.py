@@ -29,7 +29,6 @@ cannot start) releases its claim (:func:`release`): the corrected command may re
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import socket
@@ -45,6 +44,11 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from lightning_clr.cli.config import ConfigError, plain_text
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; the exclusive create still picks one owner
+    fcntl = None  # type: ignore[assignment]
 
 __all__ = ["JOB_ENV", "OWNER_FILE", "RunDirError", "RunDirGuard", "RunDirInUse", "attempt", "check_ours", "claim",
            "job_id", "rank_key", "release"]
@@ -156,7 +160,7 @@ def _locked(path: Path, wait_s: float = 5.0) -> Iterator[tuple[int, dict[str, An
     try:
         deadline = time.monotonic() + wait_s
         while True:
-            with contextlib.suppress(OSError):  # no locks on this file system: the exclusive create still decides
+            with contextlib.suppress(OSError, AttributeError):  # no locks here: the exclusive create still decides
                 fcntl.flock(fd, fcntl.LOCK_EX)
             record = _read(fd)
             if record is not None:
@@ -164,7 +168,7 @@ def _locked(path: Path, wait_s: float = 5.0) -> Iterator[tuple[int, dict[str, An
             if time.monotonic() > deadline:
                 record = {"job": "unknown (unreadable .job file)"}
                 break
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError, AttributeError):
                 fcntl.flock(fd, fcntl.LOCK_UN)
             time.sleep(0.05)
         yield fd, record
