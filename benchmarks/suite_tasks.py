@@ -679,8 +679,7 @@ class ScheduleFreeModes(L.Callback):
 
     Before validating, the BatchNorm statistics are recomputed at the evaluation point (the
     model in train mode, the optimizer in eval mode) over ``batches()``, at most
-    ``BN_BATCHES`` of them. Listed before an ``LRRangeTest``, it puts the optimizer in train
-    mode before the sweep. Optimizers without the switch are left alone.
+    ``BN_BATCHES`` of them. Optimizers without the switch are left alone.
     """
 
     def __init__(self, batches: Callable[[], Iterable[torch.Tensor]]) -> None:
@@ -763,7 +762,9 @@ def fit_alternative(task: SuiteTask, kind: str, seed: int, epochs: int, root: Pa
     model = alternative_model(task, kind, epochs)
     x_train = _arrays(task.data).x_train
     modes = ScheduleFreeModes(lambda: x_train.split(task.batch_size))
-    run, t = _fit(task, model, epochs, root, [modes] + ([finder] if finder is not None else []))
+    # the finder first: it switches the optimizer's modes for its sweep itself, and the validation's
+    # BatchNorm statistics are then recomputed by `modes` last, in both rows alike
+    run, t = _fit(task, model, epochs, root, ([finder] if finder is not None else []) + [modes])
     group = t.optimizers[0].param_groups[0]
     lr = float(group["d"]) if kind == "prodigy" else float(group["lr"])
     schedules_ = [type(c.scheduler).__name__ for c in t.lr_scheduler_configs]
