@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("torch_lr_finder")
+pytestmark = pytest.mark.slow  # every test runs a benchmark script in a subprocess
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 TINY = ["--num-samples", "1000", "--epochs", "2"]
@@ -103,3 +104,20 @@ def test_flatness_prints_six_schedules_the_correlations_and_a_plot(tmp_path):
     assert list(means) == ["Constant", "StepDecay", "Cosine", "Triangular2", "SGDR", "OneCycle"]
     assert re.search(r"rise @ 0.1 vs gap \(loss\): Spearman rho = [+-]\d\.\d{3}", out)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_schedule_free_prints_both_rows_the_winner_and_the_count(tmp_path):
+    pytest.importorskip("schedulefree")
+    out = run("schedule_free.py", "--tasks", "short-digits", "--seeds", "0", "--epochs", "1", "--workers", "1",
+              "--no-cache", "--json", str(tmp_path / "out.json"))
+    rows = table(out, "## short-digits")
+    assert list(rows) == ["schedule-free AdamW, default lr", "LRRangeTest() + schedule-free AdamW"]
+    lr, max_lr, installed, score = rows["LRRangeTest() + schedule-free AdamW"][:4]
+    assert installed == "none"  # Schedule-Free brings its own schedule: the range test installs none
+    assert lr == max_lr and float(lr) > 0  # the optimizer trains at the found max_lr
+    assert rows["schedule-free AdamW, default lr"][0] == "0.0025" and float(score) > 0
+    assert re.search(r"^- winner: .* \([+-]\d+\.\d %", out, re.MULTILINE)
+    summary = table(out, "## Summary")
+    assert list(summary) == ["short-digits"] and summary["short-digits"][-1] in (
+        "LRRangeTest() + schedule-free AdamW", "schedule-free AdamW, default lr", "tie")
+    assert re.search(r"beats Schedule-Free AdamW at its default lr on [01] of 1 tasks$", out, re.MULTILINE)
