@@ -22,7 +22,7 @@ from hydra.core.global_hydra import GlobalHydra
 
 from lightning_clr.cli import rundir
 from lightning_clr.cli.main import cli, train
-from lightning_clr.cli.rundir import JOB_ENV, OWNER_FILE, SWEEP_ENV, RunDirInUse, claim, job_id, release
+from lightning_clr.cli.rundir import JOB_ENV, SWEEP_ENV, RunDirInUse, claim, job_id, release
 from lightning_clr.models import Classifier
 from tests.conftest import compose_config
 
@@ -231,7 +231,7 @@ def test_a_checkpoint_folder_linked_into_another_run_is_refused(run_cli, tmp_pat
 
 def test_a_multirun_with_one_subdir_for_all_jobs_is_refused_before_any_job(run_cli, tmp_path):
     sweep = tmp_path / "sweep"
-    status, out, err = run_cli(["-m", *TINY, "seed=1,2", f"hydra.sweep.dir={sweep}", "hydra.sweep.subdir=same"])
+    status, _, err = run_cli(["-m", *TINY, "seed=1,2", f"hydra.sweep.dir={sweep}", "hydra.sweep.subdir=same"])
     line = _one_error(status, err)
     assert line == (f"error: hydra.sweep.subdir=same: every job of this multirun would write into {sweep / 'same'}; "
                     "make it differ per job, e.g. hydra.sweep.subdir=${hydra.job.num} (the default)")
@@ -311,7 +311,7 @@ def test_a_python_tag_in_a_config_file_is_one_line_and_never_runs(tmp_path):
 
 
 def test_accumulate_grad_batches_zero_is_one_line_before_anything_runs(run_cli, tmp_path):
-    status, out, err = run_cli([*TINY, "trainer.accumulate_grad_batches=0", f"hydra.run.dir={tmp_path / 'run'}"])
+    status, _, err = run_cli([*TINY, "trainer.accumulate_grad_batches=0", f"hydra.run.dir={tmp_path / 'run'}"])
     assert _one_error(status, err) == (
         "error: trainer.accumulate_grad_batches=0: must be an integer >= 1 (the batches whose gradients add up to "
         "one optimizer step); use 1 to step after every batch")
@@ -334,9 +334,9 @@ class DetachedLoss(Classifier):
 
 @pytest.mark.parametrize("module", ["FloatLoss", "DetachedLoss"])
 def test_a_loss_without_grad_is_one_line_with_exit_2(module, run_cli, tmp_path):
-    status, out, err = run_cli(["data=synthetic", "model=mlp", f"model._target_=tests.test_cli_failures.{module}",
-                                "trainer.max_epochs=1", "trainer.enable_progress_bar=false", "logger=csv",
-                                f"hydra.run.dir={tmp_path / 'run'}"])
+    status, _, err = run_cli(["data=synthetic", "model=mlp", f"model._target_=tests.test_cli_failures.{module}",
+                              "trainer.max_epochs=1", "trainer.enable_progress_bar=false", "logger=csv",
+                              f"hydra.run.dir={tmp_path / 'run'}"])
     line = _one_error(status, err)
     assert "training_step" in line, line
     assert not list((tmp_path / "run").rglob("*.ckpt"))

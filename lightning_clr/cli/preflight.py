@@ -162,8 +162,8 @@ def _foreign_globals(path: str) -> list[str]:
         return []
     try:
         return list(find(path))
-    except Exception:  # not a zip checkpoint: the refusal names torch's own reason instead
-        return []
+    except (RuntimeError, ValueError, OSError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile):
+        return []  # not a zip checkpoint: the refusal names torch's own reason instead
 
 
 def _packages(node: object) -> set[str]:

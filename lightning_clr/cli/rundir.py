@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
@@ -378,7 +379,7 @@ def _several_jobs(config: DictConfig) -> bool:
     overrides = list(config.hydra.overrides.get("task") or [])
     try:
         return any(o.is_sweep_override() for o in OverridesParser.create().parse_overrides(overrides))
-    except Exception:  # Hydra parsed them already; anything odd here: assume a sweep
+    except HydraException:  # Hydra parsed them already; anything odd here: assume a sweep
         return True
 
 
