@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import builtins
+import io
+import random
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -13,6 +17,7 @@ from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.utils.tensorboard import SummaryWriter
 
+from lightning_clr.cli import compare as compare_module
 from lightning_clr.cli.compare import (
     CompareRuns,
     Run,
@@ -21,6 +26,8 @@ from lightning_clr.cli.compare import (
     find_log_dirs,
     load_run,
     main,
+    masked_crc32c,
+    read_event_file,
     runs_figure,
     summarize,
 )
@@ -241,3 +248,67 @@ def test_a_symlinked_job_folder_is_in_the_table(tmp_path):
     (sweep / "loop").symlink_to(sweep, target_is_directory=True)  # a link loop is walked once
     dirs = find_log_dirs([sweep])
     assert [d.relative_to(sweep).parts[0] for d in dirs] == ["0", "1"]
+
+
+# ---------------------------------------------------------------------------- reading: once, and only what is shown
+
+
+def _records(event_file: Path) -> int:
+    """Whole records in ``event_file``, counted by TensorBoard's own reader."""
+    from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
+
+    return sum(1 for _ in RawEventFileLoader(str(event_file)).Load())
+
+
+def test_each_event_file_is_opened_once_and_each_record_parsed_once(two_runs, monkeypatch):
+    events = sorted(two_runs.rglob("events.out.tfevents.*"))
+    records = sum(_records(f) for f in events)
+    opened: Counter[str] = Counter()
+    real_open = io.open
+
+    def counting_open(file, *args, **kwargs):
+        if "tfevents" in str(file):
+            opened[str(file)] += 1
+        return real_open(file, *args, **kwargs)
+
+    parsed = []
+    real_parse = compare_module._parse_event
+    monkeypatch.setattr(builtins, "open", counting_open)
+    monkeypatch.setattr(io, "open", counting_open)
+    monkeypatch.setattr(compare_module, "_parse_event", lambda payload: parsed.append(payload) or real_parse(payload))
+    compare([two_runs], png=None)
+    assert dict(opened) == {str(f): 1 for f in events}
+    assert len(parsed) == records == 2 + 4 * (STEPS_PER_EPOCH + 2) + 2 + 3 * (STEPS_PER_EPOCH + 2)
+
+
+def test_the_reader_keeps_what_tensorboard_reads(two_runs):
+    """Kept tags hold every value TensorBoard's reader returns; other tags only their last value."""
+    (event_file,) = (two_runs / "0").rglob("events.out.tfevents.*")
+    read = read_event_file(event_file, keep=lambda tag: tag in ("val/acc", "lr"))
+    events = EventAccumulator(str(event_file.parent), size_guidance={"scalars": 0})
+    events.Reload()
+    for tag in ("val/acc", "lr"):
+        assert read.series[tag] == [(e.step, e.value) for e in events.Scalars(tag)]
+    assert set(read.series) == {"val/acc", "lr"}
+    assert read.last == {t: events.Scalars(t)[-1].value for t in events.Tags()["scalars"]}
+    assert (read.records, read.problem) == (_records(event_file), None)
+
+
+def test_crc32c_matches_tensorboards():
+    from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c as reference
+
+    rng = random.Random(0)
+    chunks = [bytes(rng.randrange(256) for _ in range(n)) for n in (0, 1, 7, 8, 8, 45, 300, 3)]
+    assert masked_crc32c(chunks) == [reference(c) for c in chunks]
+
+
+def test_a_corrupt_record_stops_the_reading_where_tensorboard_stops(two_runs):
+    (event_file,) = (two_runs / "0").rglob("events.out.tfevents.*")
+    data = bytearray(event_file.read_bytes())
+    data[data.rindex(b"val/acc")] ^= 0x01  # one bit of the last val/acc record's tag
+    event_file.write_bytes(bytes(data))
+    read = read_event_file(event_file, keep=lambda tag: tag == "val/acc")
+    assert (read.records, read.problem) == (_records(event_file), "corrupt")
+    assert [v for _, v in read.series["val/acc"]] == pytest.approx([0.5, 0.8, 0.92])  # the 4th was lost
+    run = load_run(event_file.parent)
+    assert len(run.notes) == 1 and "corrupt record" in run.notes[0] and str(event_file) in run.notes[0]

@@ -13,6 +13,10 @@ and final ``val/acc``, the epochs until ``val/acc`` first reached ``target``, an
 ``ensemble/val_acc`` when a :class:`~lightning_clr.SnapshotEnsemble` logged one. A PNG puts the
 val-accuracy curves and the LR schedules of all runs side by side.
 
+Each event file is opened once and read in one pass (its records' checksums verified together);
+only the values of the tags shown are kept, so the time grows linearly with the number of
+files (``benchmarks/compare_scaling.py`` measures it).
+
 Runs are labelled by the overrides that differ between them (the ones all runs share say
 nothing). When the runs hold a grid of constant LRs (``finder.bounds=[lr,lr]``, as
 ``+sweep=lr_grid`` trains) and a range test, the output adds the grid check: where the range
@@ -27,12 +31,13 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
-import logging
+import functools
 import math
 import os
+import struct
 import sys
 import textwrap
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -92,42 +97,213 @@ class Run:
     notes: list[str] = field(default_factory=list)
 
 
-#: bytes around each TFRecord's payload: its length (8), the length's CRC (4) and the payload's CRC (4)
-_RECORD_FRAMING = 16
+#: bytes before a TFRecord's payload (its length, 8, and the length's CRC, 4) and after it (the payload's CRC)
+_HEADER, _FOOTER = 12, 4
+#: payloads up to this size (every scalar record) are checked against their CRC; longer ones (images) are not read
+_CHECKED_PAYLOAD = 1024
+#: CRC-32C (Castagnoli) of every byte value, the checksum of TFRecord framing
+_CRC_TABLE: Any = None
 
 
-def _unread_bytes(event_file: Path) -> tuple[int, int]:
-    """How many whole records TensorBoard's reader takes from ``event_file``, and the bytes left after them.
+def _crc_table() -> Any:
+    global _CRC_TABLE
+    if _CRC_TABLE is None:
+        import numpy as np
 
-    A record cut short or corrupt stops the reader without an error; the bytes left say so.
+        table = []
+        for byte in range(256):
+            crc = byte
+            for _ in range(8):
+                crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
+            table.append(crc)
+        _CRC_TABLE = np.array(table, dtype=np.uint32)
+    return _CRC_TABLE
 
-    Returns:
-        ``(records, bytes_left)``.
+
+def masked_crc32c(chunks: Sequence[bytes]) -> list[int]:
+    """The masked CRC-32C that TFRecord stores after a record's length and after its payload, for many strings.
+
+    The strings advance together, one byte position per vectorized step, so the cost grows
+    with the longest string, not with a Python loop over every byte.
+
+    Example::
+
+        >>> masked_crc32c([b"", b"abc"])
+        [2726488792, 569464686]
     """
-    from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
-
-    records = read = 0
-    for record in RawEventFileLoader(str(event_file)).Load():
-        records, read = records + 1, read + len(record) + _RECORD_FRAMING
-    return records, event_file.stat().st_size - read
+    return _masked_crc32c(chunks).tolist()
 
 
-def _check_event_files(log_dir: Path) -> list[tuple[Path, int]]:
-    """The event files of ``log_dir`` that end in bytes no record holds, with the count of whole records read.
+def _masked_crc32c(chunks: Sequence[bytes]) -> Any:
+    """:func:`masked_crc32c` as a ``uint32`` array."""
+    import numpy as np
+
+    n, table = len(chunks), _crc_table()
+    if not n:
+        return np.zeros(0, dtype=np.uint32)
+    lengths = np.fromiter(map(len, chunks), dtype=np.int64, count=n)
+    order = np.argsort(-lengths, kind="stable")  # longest first: byte j updates a prefix of the rows
+    lengths = lengths[order]
+    width = int(lengths[0])
+    grid = np.zeros((n, width), dtype=np.uint8)
+    flat = np.frombuffer(b"".join(chunks[i] for i in order), dtype=np.uint8)
+    firsts = np.repeat(np.cumsum(lengths) - lengths, lengths)
+    grid[np.repeat(np.arange(n), lengths), np.arange(flat.size) - firsts] = flat
+    rows = np.searchsorted(-lengths, -np.arange(width), side="left")  # strings longer than j
+    crc = np.full(n, 0xFFFFFFFF, dtype=np.uint32)
+    for j in range(width):
+        head = crc[: rows[j]]
+        crc[: rows[j]] = table[(head ^ grid[: rows[j], j]) & 0xFF] ^ (head >> 8)
+    crc ^= np.uint32(0xFFFFFFFF)
+    masked = ((crc >> 15) | (crc << 17)) + np.uint32(0xA282EAD8)  # wraps modulo 2**32
+    out = np.empty(n, dtype=np.uint32)
+    out[order] = masked
+    return out
+
+
+def _parse_event(payload: bytes) -> Any:
+    """One ``Event`` protobuf (a module-level name, so a test can count the records read)."""
+    return _event_class().FromString(payload)
+
+
+@functools.cache
+def _event_class() -> Any:
+    from tensorboard.compat.proto.event_pb2 import Event
+
+    return Event
+
+
+@dataclass
+class EventFile:
+    """The scalars of one event file, read in one pass.
+
+    Attributes:
+        path: the file.
+        series: ``(step, value)`` of every kept tag, in the order written.
+        last: the last value of every scalar tag.
+        records: whole, intact records read.
+        problem: where reading stopped early (``"truncated"``: the file ends inside a record;
+            ``"corrupt"``: a record failed its checksum or did not parse), else None.
+        size: the file's size in bytes.
+    """
+
+    path: Path
+    series: dict[str, list[tuple[int, float]]]
+    last: dict[str, float]
+    records: int
+    problem: str | None
+    size: int
+
+
+def _frames(data: bytes) -> tuple[list[int], list[int], bool]:
+    """Offsets and payload lengths of the whole records in ``data``, and whether it ends inside a record."""
+    offsets, lengths, offset, size = [], [], 0, len(data)
+    while offset + _HEADER <= size:
+        (length,) = struct.unpack_from("<Q", data, offset)
+        if offset + _HEADER + length + _FOOTER > size:
+            break
+        offsets.append(offset)
+        lengths.append(length)
+        offset += _HEADER + length + _FOOTER
+    return offsets, lengths, offset < size
+
+
+def _scalars(data: bytes, offsets: Sequence[int], lengths: Sequence[int], keep: Callable[[str], bool]) -> tuple[
+        dict[str, list[tuple[int, float]]], dict[str, float], int]:
+    """Parse the records at ``offsets``: ``(series, last, parsed)``.
+
+    ``parsed`` counts the records before the first that does not parse (all of them when each does).
+    """
+    from google.protobuf.message import DecodeError
+
+    series: dict[str, list[tuple[int, float]]] = {}
+    last: dict[str, float] = {}
+    wanted: dict[str, bool] = {}
+    parse = _parse_event
+    for i, offset in enumerate(offsets):
+        start = offset + _HEADER
+        try:
+            event = parse(data[start: start + lengths[i]])
+        except DecodeError:
+            return series, last, i
+        step = event.step
+        for value in event.summary.value:
+            if not value.HasField("simple_value"):
+                continue
+            tag, number = value.tag, value.simple_value
+            last[tag] = number
+            shown = wanted.get(tag)
+            if shown is None:
+                shown = wanted[tag] = keep(tag)
+            if shown:
+                series.setdefault(tag, []).append((step, number))
+    return series, last, len(offsets)
+
+
+def _first_failed_check(data: bytes, offsets: Sequence[int], lengths: Sequence[int]) -> int:
+    """Index of the first record whose length, or whose payload up to ``_CHECKED_PAYLOAD`` bytes, fails its CRC.
+
+    ``len(offsets)`` when none does. All checksums are computed in one vectorized pass.
+    """
+    import numpy as np
+
+    small = [i for i, length in enumerate(lengths) if length <= _CHECKED_PAYLOAD]
+    firsts = [*offsets, *(offsets[i] + _HEADER for i in small)]
+    ends = [*(o + 8 for o in offsets), *(offsets[i] + _HEADER + lengths[i] for i in small)]
+    stored = np.frombuffer(b"".join([data[end: end + 4] for end in ends]), dtype="<u4")
+    owners = np.array([*range(len(offsets)), *small], dtype=np.int64)
+    failed = owners[_masked_crc32c([data[a:b] for a, b in zip(firsts, ends)]) != stored]
+    return int(failed.min(initial=len(offsets)))
+
+
+def read_event_file(path: str | Path, keep: Callable[[str], bool]) -> EventFile:
+    """The scalars of a TensorBoard event file, as TensorBoard's reader sees them, in one pass over its bytes.
+
+    Every record's length is checked against its CRC, and so is every payload of up to
+    ``_CHECKED_PAYLOAD`` bytes (each scalar record; images are neither checked nor read).
+    Reading stops at the first record that is cut short or fails a check, as TensorBoard's
+    reader does, and ``problem`` says which.
+
+    Args:
+        path: the event file.
+        keep: whether every value of a tag is kept in ``series`` (of the others, the last value is).
+    """
+    path = Path(path)
+    with open(path, "rb") as f:
+        data = f.read()
+    offsets, lengths, cut_short = _frames(data)
+    series, last, parsed = _scalars(data, offsets, lengths, keep)
+    good = min(_first_failed_check(data, offsets[:parsed], lengths[:parsed]), parsed)
+    if good < parsed:  # a record failed its checksum: keep only what came before it
+        series, last, _ = _scalars(data, offsets[:good], lengths[:good], keep)
+    problem = "corrupt" if good < len(offsets) else "truncated" if cut_short else None
+    return EventFile(path, series, last, good, problem, len(data))
+
+
+def _read_events(log_dir: Path, keep: Callable[[str], bool]) -> list[EventFile]:
+    """Every event file of ``log_dir``, oldest first (the order TensorBoard reads them in).
 
     Raises:
         ValueError: when no event file of ``log_dir`` holds a readable record, though one holds bytes.
     """
-    files = sorted(log_dir.glob(EVENT_GLOB))
-    counts = {f: _unread_bytes(f) for f in files}
-    if files and not any(records for records, _ in counts.values()):
-        garbage = [f for f, (_, left) in counts.items() if left]
-        if garbage:
+    files = [read_event_file(f, keep) for f in sorted(log_dir.glob(EVENT_GLOB))]
+    if files and not any(f.records for f in files):
+        garbage = next((f for f in files if f.size), None)
+        if garbage is not None:
             raise ValueError(
-                f"'{garbage[0]}': not a TensorBoard event file (no readable record in its {garbage[0].stat().st_size} "
+                f"'{garbage.path}': not a TensorBoard event file (no readable record in its {garbage.size} "
                 "bytes); remove it, or pass the folder of a run trained with the tensorboard logger"
             )
-    return [(f, records) for f, (records, left) in counts.items() if left]
+    return files
+
+
+def _damage_note(f: EventFile, stops: str) -> str:
+    """One line saying what an event file lost."""
+    if f.problem == "truncated":
+        what = f"ends in a truncated record (the writer stopped mid-record, after {f.records} whole records)"
+    else:
+        what = f"holds a corrupt record after {f.records} whole records (a failed checksum); reading stopped there"
+    return f"note: {f.path} {what}; {stops}, and anything logged later is lost"
 
 
 def find_log_dirs(paths: Iterable[str | Path]) -> list[Path]:
@@ -180,9 +356,12 @@ def _hydra_dir(log_dir: Path) -> Path | None:
     return None
 
 
+_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's parser when PyYAML was built with it
+
+
 def _read_yaml(path: Path) -> Any:
     with open(path) as f:
-        return yaml.safe_load(f)
+        return yaml.load(f, Loader=_SafeLoader)  # a safe loader: plain data only
 
 
 def _bounds(log_dir: Path) -> tuple[float | None, float | None]:
@@ -194,17 +373,30 @@ def _bounds(log_dir: Path) -> tuple[float | None, float | None]:
     return get("range_test/base_lr"), get("range_test/max_lr")
 
 
-def _select(config_file: Path, key: str) -> Any:
-    """``key`` of a saved Hydra config, interpolations resolved (None when it cannot be)."""
-    try:
-        node = OmegaConf.select(OmegaConf.load(config_file), key)
-        return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
-    except OmegaConfBaseException:  # e.g. ${hydra:...}, which only resolves inside a Hydra app
-        return None
+def _finder_bounds(config: dict[str, Any]) -> tuple[float, float] | None:
+    """``finder.bounds`` of a saved Hydra config; interpolations (``+sweep=optuna_lr``) resolved where they can be."""
+    finder = config.get("finder")
+    value = finder.get("bounds") if isinstance(finder, dict) else None
+    if isinstance(value, str) or (isinstance(value, list) and any(isinstance(v, str) for v in value)):
+        try:
+            node = OmegaConf.select(OmegaConf.create(config), "finder.bounds")
+            value = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+        except OmegaConfBaseException:  # e.g. ${hydra:...}, which only resolves inside a Hydra app
+            return None
+    return bounds_pair(value)
+
+
+def _keep_tag(metrics: Sequence[str]) -> Callable[[str], bool]:
+    """Which tags :func:`load_run` keeps every value of: those the table, the figure and the checks show."""
+    shown = {"epoch", "val/acc", "ensemble/val_acc", "lr", *CURVE_TAGS, *metrics}
+    return lambda tag: tag in shown or tag.startswith("lr/")
 
 
 def load_run(log_dir: str | Path, metrics: Sequence[str] = ()) -> Run:
     """Read one run's scalars, hparams and Hydra config.
+
+    Each event file is read once, and only the values of the tags shown are kept (of every
+    other tag, its last value).
 
     Args:
         log_dir: a folder with the run's TensorBoard event files.
@@ -213,25 +405,21 @@ def load_run(log_dir: str | Path, metrics: Sequence[str] = ()) -> Run:
     Raises:
         ValueError: when the folder's event files hold bytes but no readable record.
     """
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
     log_dir = Path(log_dir)
-    logging.getLogger("tensorboard").setLevel(logging.WARNING)  # its per-file INFO lines would flood a Hydra log
-    cut = _check_event_files(log_dir)
-    acc = EventAccumulator(str(log_dir), size_guidance={"scalars": 0})
-    acc.Reload()
-    tags = set(acc.Tags()["scalars"])
+    files = _read_events(log_dir, _keep_tag(metrics))
+    series: dict[str, list[tuple[int, float]]] = {}
+    last: dict[str, float] = {}
+    for f in files:
+        for tag, points in f.series.items():
+            series.setdefault(tag, []).extend(points)
+        last.update(f.last)
     # Lightning logs the 0-based epoch next to every metric, at the same step
-    epoch_at = {e.step: int(e.value) for e in acc.Scalars("epoch")} if "epoch" in tags else {}
+    epoch_at = {step: int(value) for step, value in series.get("epoch", [])}
 
     def per_epoch(tag: str) -> list[tuple[int, float]]:
-        if tag not in tags:
-            return []
-        return [(epoch_at.get(e.step, i) + 1, float(e.value)) for i, e in enumerate(acc.Scalars(tag))]
+        return [(epoch_at.get(step, i) + 1, value) for i, (step, value) in enumerate(series.get(tag, []))]
 
-    lr_tag = "lr" if "lr" in tags else next((t for t in sorted(tags) if t.startswith("lr/")), None)
-    lr = [(e.step, float(e.value)) for e in acc.Scalars(lr_tag)] if lr_tag else []
-
+    lr_tag = "lr" if "lr" in series else next((t for t in sorted(series) if t.startswith("lr/")), None)
     hydra = _hydra_dir(log_dir)
     schedule, label, explicit, shown = "?", log_dir.name, None, []
     if hydra is not None:
@@ -242,19 +430,17 @@ def load_run(log_dir: str | Path, metrics: Sequence[str] = ()) -> Run:
         shown = [o for o in overrides or [] if not o.startswith(_HIDDEN)]
         label = " ".join(shown) or hydra.parent.name
         # a run without a sweep logs no bounds; interpolated bounds (+sweep=optuna_lr) resolve here
-        explicit = bounds_pair(_select(hydra / "config.yaml", "finder.bounds"))
+        explicit = _finder_bounds(config)
     base, top = _bounds(log_dir)
     if base is None and explicit:
         base, top = explicit
     val_acc = per_epoch("val/acc")
     stops = f"the run's val/acc stops at epoch {val_acc[-1][0]}" if val_acc else "it holds no val/acc"
-    notes = [f"note: {f} ends in a truncated record (the writer stopped mid-record, after {n} whole records); "
-             f"{stops}, and anything logged later is lost" for f, n in cut]
-    return Run(log_dir, label, schedule, base, top, val_acc, per_epoch("ensemble/val_acc"), lr,
-               overrides=shown, explicit=explicit,
-               last={t: float(acc.Scalars(t)[-1].value) for t in sorted(tags)},
+    notes = [_damage_note(f, stops) for f in files if f.problem]
+    return Run(log_dir, label, schedule, base, top, val_acc, per_epoch("ensemble/val_acc"),
+               series.get(lr_tag, []) if lr_tag else [], overrides=shown, explicit=explicit, last=last,
                scalars={t: per_epoch(t) for t in {"val/acc", *metrics}},
-               curve={t: [float(e.value) for e in acc.Scalars(t)] for t in CURVE_TAGS if t in tags},
+               curve={t: [value for _, value in series[t]] for t in CURVE_TAGS if t in series},
                name=hydra.parent.name if hydra is not None else log_dir.name, notes=notes)
 
 
@@ -263,10 +449,16 @@ def distinct_labels(runs: Sequence[Run]) -> list[str]:
 
     An override that every run has with the same value is dropped. A run left with nothing
     keeps its own label when it is the only run, else its folder's name (a job number).
+    One pass over the runs' overrides: linear in their number.
     """
     key = lambda override: override.split("=", 1)[0]
-    values = [{key(o): o for o in run.overrides} for run in runs]
-    differ = {k for v in values for k in v if len({u.get(k) for u in values}) > 1}
+    values: dict[str, set[str]] = {}
+    holders: dict[str, int] = {}
+    for run in runs:
+        for k, override in {key(o): o for o in run.overrides}.items():
+            values.setdefault(k, set()).add(override)
+            holders[k] = holders.get(k, 0) + 1
+    differ = {k for k, v in values.items() if len(v) > 1 or holders[k] < len(runs)}
     labels = []
     for run in runs:
         kept = [_short(o) for o in run.overrides if key(o) in differ]
@@ -276,7 +468,7 @@ def distinct_labels(runs: Sequence[Run]) -> list[str]:
 
 def _short(override: str) -> str:
     """``key=value`` with a long float (an Optuna draw) written to 4 significant digits."""
-    name, sep, value = override.partition("=")
+    name, _, value = override.partition("=")
     try:
         number = float(value)
     except ValueError:
@@ -478,9 +670,9 @@ def format_search_check(check: SearchCheck) -> str:
     base, top = check.range_bounds
     return "\n".join([
         f"search check: best of {check.num_trials} trials: {check.metric} {check.best_value:.4f} ({params}; {bounds})",
-        f"one range test: base_lr={base:.4g} max_lr={top:.4g}, {check.metric} {check.range_value:.4f} "
-        f"({check.range_value - check.best_value:+.4f} vs. the best trial; one run against the search's "
-        f"{check.num_trials})",
+        (f"one range test: base_lr={base:.4g} max_lr={top:.4g}, {check.metric} {check.range_value:.4f} "
+         f"({check.range_value - check.best_value:+.4f} vs. the best trial; one run against the search's "
+         f"{check.num_trials})"),
     ])
 
 
