@@ -312,3 +312,39 @@ def test_a_corrupt_record_stops_the_reading_where_tensorboard_stops(two_runs):
     assert [v for _, v in read.series["val/acc"]] == pytest.approx([0.5, 0.8, 0.92])  # the 4th was lost
     run = load_run(event_file.parent)
     assert len(run.notes) == 1 and "corrupt record" in run.notes[0] and str(event_file) in run.notes[0]
+
+
+# ---------------------------------------------------------------------------- damaged and broken files
+
+
+def _cut_tail(run: Path, nbytes: int = 20) -> Path:
+    """Cut the last ``nbytes`` of the run's event file: its writer was killed in the middle of its last record."""
+    (events,) = run.rglob("events.out.tfevents.*")
+    events.write_bytes(events.read_bytes()[:-nbytes])
+    return events
+
+
+def test_a_run_whose_event_file_lost_its_tail_shows_as_unfinished(tmp_path, capsys):
+    sweep = tmp_path / "multirun"
+    sgdr = {"schedule": {"_target_": "lightning_clr.schedules.SGDR"}}
+    _fake_run(sweep, "0", sgdr, ["seed=0"], [0.5, 0.8, 0.95], (0.01, 0.1))
+    events = _cut_tail(_fake_run(sweep, "1", sgdr, ["seed=1"], [0.4, 0.6, 0.7], (0.01, 0.1)))
+    out = compare([sweep], target=0.9, png=None)
+    assert "| seed=0 | SGDR | 0.01 | 0.1 | 0.9500 (3) | 0.9500 | 3 |" in out  # the intact run reads as before
+    # the last record (val/acc 0.7 at epoch 3) was cut: epoch 2's value is the last read, and says so
+    assert "| seed=1 | SGDR | 0.01 | 0.1 | 0.6000 (2) | 0.6000 (unfinished) | not in 2 |" in out
+    err = capsys.readouterr().err
+    assert f"note: {events} ends in a truncated record" in err and "stops at epoch 2" in err
+
+
+def test_the_grid_check_marks_an_unfinished_run(tmp_path):
+    sweep = tmp_path / "grid"
+    for i, lr in enumerate([0.01, 0.1, 1.0]):
+        _fake_run(sweep, str(i), {"finder": {"bounds": [lr, lr]}}, [f"finder.bounds=[{lr},{lr}]"], [0.3, 0.5 + i / 10],
+                  (lr, lr))
+    _cut_tail(sweep / "1")  # the 0.1 run lost its final val/acc (0.6): its 0.3 of epoch 1 is the last read
+    _fake_run(sweep, "3", {"finder": {"bounds": None}}, ["finder.bounds=null"], [0.2, 0.65], (0.02, 0.2))
+    _cut_tail(sweep / "3")
+    out = compare([sweep], png=None)
+    assert "\n| 0.1 | 0.3000 | unfinished |\n" in out and "\n| 1 | 0.7000 | best |\n" in out
+    assert "val/acc 0.2000 (unfinished), -0.5000 vs. the best grid LR" in out

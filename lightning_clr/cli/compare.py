@@ -78,6 +78,8 @@ class Run:
         curve: the range test's ``range_test/*`` values, one per sweep step.
         name: the run folder's name (a multirun's job number), or the log folder's.
         notes: what the event files lost (an event file cut in the middle of a record), one line each.
+        unfinished: whether an event file was cut short or holds a corrupt record, so the last
+            values read are not the run's last (the table says so next to the final value).
     """
 
     log_dir: Path
@@ -95,6 +97,7 @@ class Run:
     curve: dict[str, list[float]] = field(default_factory=dict)
     name: str = ""
     notes: list[str] = field(default_factory=list)
+    unfinished: bool = False
 
 
 #: bytes before a TFRecord's payload (its length, 8, and the length's CRC, 4) and after it (the payload's CRC)
@@ -441,7 +444,8 @@ def load_run(log_dir: str | Path, metrics: Sequence[str] = ()) -> Run:
                series.get(lr_tag, []) if lr_tag else [], overrides=shown, explicit=explicit, last=last,
                scalars={t: per_epoch(t) for t in {"val/acc", *metrics}},
                curve={t: [value for _, value in series[t]] for t in CURVE_TAGS if t in series},
-               name=hydra.parent.name if hydra is not None else log_dir.name, notes=notes)
+               name=hydra.parent.name if hydra is not None else log_dir.name, notes=notes,
+               unfinished=any(f.problem for f in files))
 
 
 def distinct_labels(runs: Sequence[Run]) -> list[str]:
@@ -484,8 +488,12 @@ def summarize(run: Run, target: float) -> dict[str, Any]:
     return {
         "run": run.label, "schedule": run.schedule, "base_lr": run.base_lr, "max_lr": run.max_lr,
         "best": best, "best_epoch": best_epoch, "final": run.val_acc[-1][1], "epochs": run.val_acc[-1][0],
-        "to_target": reached, "ensemble": ensemble,
+        "to_target": reached, "ensemble": ensemble, "unfinished": run.unfinished,
     }
+
+
+#: said next to a value that is the last one read, not the run's last (its event file was cut short)
+_UNFINISHED = " (unfinished)"
 
 
 def format_table(rows: Sequence[dict[str, Any]], target: float) -> str:
@@ -497,7 +505,7 @@ def format_table(rows: Sequence[dict[str, Any]], target: float) -> str:
     table = []
     for r in rows:
         cells = [r["run"], r["schedule"], fmt(r["base_lr"]), fmt(r["max_lr"]),
-                 f"{r['best']:.4f} ({r['best_epoch']})", f"{r['final']:.4f}",
+                 f"{r['best']:.4f} ({r['best_epoch']})", f"{r['final']:.4f}{_UNFINISHED * r.get('unfinished', False)}",
                  str(r["to_target"]) if r["to_target"] is not None else f"not in {r['epochs']}"]
         if has_ensemble:
             cells.append("-" if r["ensemble"] is None else f"{r['ensemble']:.4f}")
@@ -525,7 +533,7 @@ def runs_figure(runs: Sequence[Run], target: float | None = None) -> Any:
     import matplotlib.pyplot as plt
 
     width = 58 if len(runs) > 1 else 110
-    labels = [textwrap.fill(f"{run.label} ({run.schedule})", width) for run in runs]
+    labels = [textwrap.fill(f"{run.label} ({run.schedule}){_UNFINISHED * run.unfinished}", width) for run in runs]
     columns = 2 if len(runs) > 1 else 1
     rows = sum(label.count("\n") + 1 for label in labels) / columns + len(runs) % columns + (target is not None)
     fig, (ax_acc, ax_lr) = plt.subplots(1, 2, figsize=(12, 4.5 + 0.19 * rows), dpi=100, layout="constrained")
@@ -586,6 +594,7 @@ def grid_check(runs: Sequence[Run], metric: str = "val/acc", higher_is_better: b
         ref.base_lr, ref.max_lr, ref.last.get(metric), ref.schedule,
         *(ref.curve.get(tag, []) for tag in CURVE_TAGS),
         range_lr=lrs[len(lrs) // 2] if lrs and lrs[-1] <= lrs[0] * 1.001 else None,
+        unfinished_lrs=[r.explicit[0] for r in grid if r.unfinished], range_unfinished=ref.unfinished,
     )
 
 
@@ -628,10 +637,12 @@ def format_grid_check(check: GridCheck) -> str:
     """The grid as a Markdown table with the range test's bounds in LR order, then what they mean.
 
     A bound's row shows the grid's curve at that LR (linear in log LR between its two
-    neighbours); the best grid run is marked ``best``.
+    neighbours); the best grid run is marked ``best``, a run whose event file was cut short
+    ``unfinished`` (its value is the last one read).
     """
     best_lr, best_value = check.best
-    rows = [(lr, f"{v:.4f}", "best" if lr == best_lr else "") for lr, v in zip(check.lrs, check.values)]
+    marks = lambda lr: ", ".join(["best"] * (lr == best_lr) + ["unfinished"] * (lr in check.unfinished_lrs))
+    rows = [(lr, f"{v:.4f}", marks(lr)) for lr, v in zip(check.lrs, check.values)]
     for name, lr in (("base_lr", check.base_lr), ("max_lr", check.max_lr)):
         at = check.value_at(lr)
         rows.append((lr, "-" if at is None else f"({at:.4f} on the grid's curve)", f"range test {name}"))
@@ -646,7 +657,8 @@ def format_grid_check(check: GridCheck) -> str:
         sign = 1 if check.higher_is_better else -1
         beaten = [v for v in check.values if sign * (check.range_value - v) > 0]
         lines.append(f"range-test run ({check.range_schedule} between the bounds): {check.metric} "
-                     f"{check.range_value:.4f}, {check.range_value - best_value:+.4f} vs. the best grid LR, "
+                     f"{check.range_value:.4f}{_UNFINISHED * check.range_unfinished}, "
+                     f"{check.range_value - best_value:+.4f} vs. the best grid LR, "
                      f"better than {len(beaten)} of {len(check.values)} grid runs")
         at = check.value_at(check.range_lr) if check.range_lr is not None else None
         if at is not None:

@@ -92,6 +92,8 @@ class GridCheck:
         curve_raw: its raw losses (``range_test/loss_raw``), empty when not logged.
         range_lr: the LR the range-test run trained at when its logged LR was constant
             (the constant schedule), else None.
+        unfinished_lrs: grid LRs whose run's event file was cut short: their value is the last one read.
+        range_unfinished: whether the range-test run's event file was cut short.
     """
 
     metric: str
@@ -106,6 +108,8 @@ class GridCheck:
     curve_losses: list[float] = field(default_factory=list)
     curve_raw: list[float] = field(default_factory=list)
     range_lr: float | None = None
+    unfinished_lrs: list[float] = field(default_factory=list)
+    range_unfinished: bool = False
 
     def __post_init__(self) -> None:
         if len(self.lrs) != len(self.values) or len(self.lrs) < 2:
