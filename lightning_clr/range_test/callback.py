@@ -17,6 +17,7 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.utilities.parsing import lightning_setattr
@@ -28,9 +29,23 @@ from lightning_clr.range_test import resume, settings, steps
 from lightning_clr.range_test.conditions import check_callbacks, group_ratios, lr_attribute, sweep_optimizer
 from lightning_clr.range_test.figure import log_range_test
 from lightning_clr.range_test.groups import adopt_new_groups, follow_outside_changes
+from lightning_clr.range_test.lr_free import (
+    ScheduleFreeModes,
+    has_batch_norm,
+    is_schedule_free,
+    outside_the_loop,
+    warmup_steps,
+)
 from lightning_clr.range_test.readability import RERUN, Decision, Policy, decide
 from lightning_clr.range_test.result import RangeTestResult
-from lightning_clr.range_test.sweep import check_record, held_out_batches, run_sweep, sweep_lrs
+from lightning_clr.range_test.sweep import (
+    batch_stream,
+    check_record,
+    held_out_batches,
+    run_sweep,
+    sweep_lrs,
+    train_loaders,
+)
 from lightning_clr.selection import RULES, select_bounds
 
 #: the checkpoint key of the param groups' LR ratios as training left them
@@ -82,6 +97,15 @@ class LRRangeTest(Callback):
     Raises:
         ValueError: for a setting out of range; the message names the value and the fix.
 
+    A **Schedule-Free** optimizer (``schedulefree.AdamWScheduleFree`` and its kin, arXiv
+    2405.15682) is swept in train mode with its own warm-up off, then trains at ``lr = max_lr``
+    (times each group's ratio) with no schedule but its own warm-up; a scheduler from
+    ``configure_optimizers`` is dropped with a warning. The callback keeps it in train mode for
+    training steps and in eval mode for validation (BatchNorm statistics recomputed at the eval
+    weights from a few training batches), for the weights every checkpoint stores and after
+    ``fit``. An optimizer whose ``lr`` only scales a step size it estimates (Prodigy,
+    D-Adaptation) is refused in ``on_fit_start``, before any step, with or without ``bounds``.
+
     On ``fit(ckpt_path=...)`` the bounds come from the checkpoint (no new range test) and
     Lightning restores the schedule's step, so the LR continues exactly where it stopped.
     A second ``fit`` of the same Trainer keeps the bounds and fits the schedule to the
@@ -127,6 +151,7 @@ class LRRangeTest(Callback):
         start_lr, end_lr = moved.get("start_lr", start_lr), moved.get("end_lr", end_lr)
         ema_beta = moved.get("ema_beta", ema_beta)
         self._schedule = settings.check_schedule(schedule)
+        self._schedule_given = schedule is not None
         self._start_lr = settings.check_lr("start_lr", start_lr, "a sweep starts at a small LR such as 1e-5")
         self._end_lr = settings.check_end_lr(end_lr, self._start_lr)
         self._num_steps = settings.check_count("num_steps", num_steps, settings.MIN_STEPS, "200 is the default",
@@ -157,6 +182,8 @@ class LRRangeTest(Callback):
         # each param group's LR ratio as training goes on: groups added (BackboneFinetuning) or LRs
         # changed by other callbacks (SWA) move these, never the result, which records the range test
         self._group_ratios: list[float] = []
+        # train / eval mode of a Schedule-Free optimizer through fit (None for any other optimizer)
+        self._modes: ScheduleFreeModes | None = None
 
     @property
     def schedule(self) -> _schedules.Schedule:
@@ -170,6 +197,8 @@ class LRRangeTest(Callback):
 
     @override
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        free = len(trainer.optimizers) == 1 and is_schedule_free(trainer.optimizers[0])
+        self._modes = ScheduleFreeModes(trainer.optimizers[0]) if free else None
         if trainer.fast_dev_run:
             rank_zero_warn("LRRangeTest: skipped, since fast_dev_run is on; training keeps the optimizer's LR. "
                            "Run without fast_dev_run to run the range test.")
@@ -178,19 +207,21 @@ class LRRangeTest(Callback):
                                     replace_scheduler=self._replace_scheduler)
         attr = lr_attribute(pl_module, self._attr_name) if self._update_attr else None
         ratios = group_ratios(optimizer, self._group_scales)
-        per_epoch, total = self._step_counts(trainer)
+        per_epoch, total = self._step_counts(trainer, shaped=not free)
         continuing = trainer.global_step > 0 and self.result is not None and not self._restored
         if continuing:  # a second fit of one Trainer: same bounds, the schedule fitted to the steps left
             total = None if total is None else max(1, total - trainer.global_step)
-        try:
-            self.schedule.check(steps_per_epoch=per_epoch, total_steps=total)  # fail before the sweep
-        except ValueError as err:
-            raise MisconfigurationException(f"LRRangeTest: {err}") from err
+        spec = None if free else self.schedule  # a Schedule-Free optimizer trains without one
+        if spec is not None:
+            try:
+                spec.check(steps_per_epoch=per_epoch, total_steps=total)  # fail before the sweep
+            except ValueError as err:
+                raise MisconfigurationException(f"LRRangeTest: {err}") from err
         if self._restored or continuing:
             assert self.result is not None
             if self._restored:
                 bounds = self._bounds or (self.result.base_lr, self.result.max_lr)
-                problem = resume.mismatch(self._saved_plan, resume.plan(self.schedule, bounds, ratios, per_epoch, total))
+                problem = resume.mismatch(self._saved_plan, resume.plan(spec, bounds, ratios, per_epoch, total))
                 if problem is not None:
                     raise MisconfigurationException(f"LRRangeTest: {problem}")
             rank_zero_info(f"LRRangeTest: continuing with base_lr={self.result.base_lr:.4g}, "
@@ -203,13 +234,18 @@ class LRRangeTest(Callback):
             self.result = self._sweep(trainer, pl_module, optimizer, ratios)
             self._group_ratios = list(self.result.group_ratios)
             log_range_test(trainer, self.result)
-        self._install(trainer, optimizer, per_epoch, total)
+        if free:
+            self._install_free(trainer, optimizer)
+        else:
+            self._install(trainer, optimizer, per_epoch, total)
         if attr is not None:
             lightning_setattr(pl_module, attr, self.result.max_lr)
 
     @override
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
                              batch_idx: int) -> None:
+        if self._modes is not None:
+            self._modes.train()  # at every batch, so that a run resumed mid-epoch trains at y too
         if self.scheduler is None or self.result is None:
             return
         known, optimizer = len(self._group_ratios), trainer.optimizers[0]
@@ -218,6 +254,27 @@ class LRRangeTest(Callback):
             self._group_ratios.extend(added)
             rank_zero_info(f"LRRangeTest: {len(added)} new param group(s) follow the schedule at LR ratios {added}.")
         follow_outside_changes(self.scheduler, optimizer, self._group_ratios)
+
+    @override
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._modes is not None and trainer.state.fn == TrainerFn.FITTING:
+            self._eval_mode(trainer, pl_module)
+
+    @override
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._modes is not None and trainer.state.fn == TrainerFn.FITTING:
+            self._modes.train()
+
+    @override
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._modes is not None:  # the weights a user evaluates, saves or tests after fit
+            self._eval_mode(trainer, pl_module)
+
+    @override
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        if self._modes is not None:  # the eval weights, without moving the live ones
+            names = {p: name for name, p in pl_module.named_parameters()}
+            self._modes.checkpoint(checkpoint, checkpoint["state_dict"], names)
 
     @override
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -248,8 +305,12 @@ class LRRangeTest(Callback):
         ceiling = settings.MAX_LR if self._end_lr == settings.DEFAULT_END_LR else self._end_lr
         return Policy(self._mode, self._num_steps, self._max_extensions, self._min_fall, self._max_reruns, ceiling)
 
-    def _step_counts(self, trainer: L.Trainer) -> tuple[int, int | None]:
+    def _step_counts(self, trainer: L.Trainer, shaped: bool = True) -> tuple[int, int | None]:
         """``(steps_per_epoch, total_steps)``; a loader without a length works unless the shape needs it.
+
+        Args:
+            trainer: the Trainer in ``on_fit_start``.
+            shaped: whether the schedule will be installed (not for a Schedule-Free optimizer).
 
         Raises:
             MisconfigurationException: no train batch, or a length the schedule needs is unknown.
@@ -262,13 +323,13 @@ class LRRangeTest(Callback):
             )
         per_epoch, total = steps.steps_per_epoch(trainer), steps.total_steps(trainer)
         if per_epoch is None:
-            if self.schedule.needs_epoch_length:
+            if shaped and self.schedule.needs_epoch_length:
                 raise MisconfigurationException(
                     f"LRRangeTest: {self.schedule!r} measures lengths in epochs, but the train dataloader has no "
                     "__len__; give the lengths in optimizer steps (step_size, cycle_steps, warmup_steps), or set "
                     "limit_train_batches to an int."
                 )
-            if total is None and self.schedule.needs_total_steps:
+            if shaped and total is None and self.schedule.needs_total_steps:
                 raise MisconfigurationException(
                     f"LRRangeTest: {type(self.schedule).__name__} is fitted to the whole run, but the train "
                     "dataloader has no __len__, so the run's length in steps is unknown; set max_steps on the Trainer."
@@ -319,6 +380,39 @@ class LRRangeTest(Callback):
         rank_zero_info(f"LRRangeTest: {type(spec).__name__} between base_lr={result.base_lr:.4g} and "
                        f"max_lr={result.max_lr:.4g} ({per_epoch} steps per epoch, rule={result.rule}, "
                        f"{result.stop_reason}).")
+
+    def _install_free(self, trainer: L.Trainer, optimizer: torch.optim.Optimizer) -> None:
+        """A Schedule-Free optimizer trains at ``max_lr`` (times each group's ratio), with no schedule."""
+        assert self.result is not None
+        result, ratios, name = self.result, self._group_ratios, type(optimizer).__name__
+        for group, ratio in zip(optimizer.param_groups, ratios):
+            group["lr"] = result.max_lr * ratio
+        if trainer.lr_scheduler_configs:
+            names = ", ".join(type(c.scheduler).__name__ for c in trainer.lr_scheduler_configs)
+            rank_zero_warn(f"LRRangeTest: dropping the scheduler from configure_optimizers ({names}): {name} is "
+                           "Schedule-Free and trains at a constant lr after its own warm-up.")
+        if self._schedule_given:
+            rank_zero_warn(f"LRRangeTest: schedule={type(self.schedule).__name__} is not installed: {name} is "
+                           "Schedule-Free and trains at a constant lr after its own warm-up.")
+        trainer.strategy.lr_scheduler_configs = []
+        self.scheduler = None
+        self._plan = resume.plan(None, (result.base_lr, result.max_lr), ratios, None, None)
+        warmup = warmup_steps(optimizer)
+        rank_zero_info(f"LRRangeTest: {name} trains at lr={result.max_lr:.4g} (the found max_lr) with no schedule, "
+                       + (f"after its own warm-up of {warmup} steps" if warmup else "without warm-up")
+                       + f" (rule={result.rule}, {result.stop_reason}).")
+
+    def _eval_mode(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """The Schedule-Free optimizer in eval mode, BatchNorm statistics recomputed at its eval weights
+        from the first training batches (on a private iterator, without a trace)."""
+        assert self._modes is not None
+        if not has_batch_norm(pl_module) or not self._modes.bn_batches:
+            self._modes.eval(pl_module)
+            return
+        loaders = train_loaders(trainer)
+        with outside_the_loop(trainer, pl_module, loaders):
+            self._modes.eval(pl_module, partial(batch_stream, trainer, loaders, cycle=False),
+                             lambda item: trainer.strategy.training_step(*item))
 
 
 def _defaults() -> dict[str, Any]:

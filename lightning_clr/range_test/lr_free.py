@@ -23,8 +23,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import lightning as L
 import torch
 from torch import nn
+
+from lightning_clr._compat import scratch_results
+from lightning_clr.range_test.restore import untouched
 
 #: param-group keys of the step-size estimators whose ``lr`` is a multiplier (Prodigy, D-Adaptation)
 _ESTIMATOR_KEYS = ("d", "d0")
@@ -34,6 +38,22 @@ def is_schedule_free(optimizer: torch.optim.Optimizer) -> bool:
     """Whether ``optimizer`` keeps Schedule-Free's train / eval sequences (``train()``, ``eval()``, ``train_mode``)."""
     return (callable(getattr(optimizer, "train", None)) and callable(getattr(optimizer, "eval", None))
             and all("train_mode" in g for g in optimizer.param_groups))
+
+
+def ready_to_sweep(optimizer: torch.optim.Optimizer) -> None:
+    """Train mode (a Schedule-Free ``step`` refuses to run in eval mode) and no warm-up (it would scale the swept LR).
+
+    Both live in the param groups, so loading the optimizer's state dict taken before puts them back.
+    """
+    optimizer.train()
+    for group in optimizer.param_groups:
+        if "warmup_steps" in group:
+            group["warmup_steps"] = 0
+
+
+def warmup_steps(optimizer: torch.optim.Optimizer) -> int:
+    """The optimizer's own linear warm-up, in steps (0 for none)."""
+    return int(optimizer.param_groups[0].get("warmup_steps", 0))
 
 
 def multiplier_lr_reason(optimizer: torch.optim.Optimizer) -> str | None:
@@ -67,6 +87,28 @@ def eval_weights(optimizer: torch.optim.Optimizer) -> dict[torch.Tensor, torch.T
 def _beta1(group: dict[str, Any]) -> float:
     """Schedule-Free's interpolation weight: ``betas[0]`` (AdamW, RAdam) or ``momentum`` (SGD)."""
     return float(group["betas"][0]) if "betas" in group else float(group["momentum"])
+
+
+def has_batch_norm(module: nn.Module) -> bool:
+    """Whether ``module`` holds a BatchNorm layer that keeps running statistics."""
+    return bool(_batch_norms(module))
+
+
+@contextmanager
+def outside_the_loop(trainer: L.Trainer, pl_module: L.LightningModule, loaders: list[Any]) -> Iterator[None]:
+    """Run ``training_step`` between two steps of ``fit`` (e.g. in ``on_validation_start``) without a trace.
+
+    What the module logs goes to a scratch collection (the Trainer is put in its training
+    stage for the time being, so that ``self.log`` writes there), metrics keep their
+    states, and no random generator (global, or a loader's own) moves.
+    """
+    stage = trainer.state.stage
+    trainer.training = True
+    try:
+        with untouched(pl_module, loaders), scratch_results(trainer, pl_module):
+            yield
+    finally:
+        trainer.state.stage = stage
 
 
 def _batch_norms(module: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:

@@ -12,10 +12,13 @@ file system on multi-node runs.
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from lightning.pytorch.utilities.seed import isolate_rng
 from torch import nn
 from torchmetrics import Metric
 
@@ -33,15 +36,53 @@ def to_cpu(obj: Any) -> Any:
     return copy.deepcopy(obj)
 
 
-def _generators(loaders: list[Any]) -> list[torch.Generator]:
+def loader_generators(loaders: list[Any]) -> list[torch.Generator]:
     """Private generators of data loaders and their samplers (not covered by the global RNG)."""
     found: list[torch.Generator] = []
     for loader in loaders:
-        for owner in (loader, getattr(loader, "sampler", None), getattr(loader, "batch_sampler", None)):
+        batch_sampler = getattr(loader, "batch_sampler", None)
+        for owner in (loader, getattr(loader, "sampler", None), batch_sampler, getattr(batch_sampler, "sampler", None)):
             gen = getattr(owner, "generator", None)
             if isinstance(gen, torch.Generator) and all(gen is not g for g in found):
                 found.append(gen)
     return found
+
+
+def metric_states(module: nn.Module) -> dict[str, tuple[dict[str, Any], int, Any]]:
+    """A CPU copy of every torchmetrics ``Metric``'s state in ``module``, by module name."""
+    return {
+        name: (to_cpu(m.metric_state), *map(to_cpu, metric_state(m)))
+        for name, m in module.named_modules()
+        if isinstance(m, Metric)
+    }
+
+
+def put_metric_states(module: nn.Module, saved: dict[str, tuple[dict[str, Any], int, Any]]) -> None:
+    """Write :func:`metric_states` back into the metrics of ``module``."""
+    for name, m in module.named_modules():
+        if name in saved and isinstance(m, Metric):
+            state, count, computed = saved[name]
+            for attr, value in state.items():
+                setattr(m, attr, _to_device(value, m.device))
+            set_metric_state(m, count, computed)
+
+
+@contextmanager
+def untouched(module: nn.Module, loaders: list[Any]) -> Iterator[None]:
+    """Run forward passes that leave no trace in the metrics of ``module`` or in any random generator.
+
+    The global generators are kept by Lightning's ``isolate_rng``, the loaders' own by
+    :func:`loader_generators`; the metrics' states are copied and written back.
+    """
+    metrics = metric_states(module)
+    generators = [(g, g.get_state()) for g in loader_generators(loaders)]
+    try:
+        with isolate_rng():
+            yield
+    finally:
+        put_metric_states(module, metrics)
+        for gen, state in generators:
+            gen.set_state(state)
 
 
 def _tensors(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -76,19 +117,14 @@ class TrainingState:
         scaler: Any = None,
         loaders: list[Any] = (),
     ) -> TrainingState:
-        metrics = {
-            name: (to_cpu(m.metric_state), *map(to_cpu, metric_state(m)))
-            for name, m in module.named_modules()
-            if isinstance(m, Metric)
-        }
         return cls(
             tensors={k: to_cpu(v) for k, v in _tensors(module).items()},
             modes={name: m.training for name, m in module.named_modules()},
             optimizers=[to_cpu(opt.state_dict()) for opt in optimizers],
             schedulers=[to_cpu(s.state_dict()) for s in schedulers],
             scaler=to_cpu(scaler.state_dict()) if scaler is not None else None,
-            metrics=metrics,
-            generators=[(g, g.get_state()) for g in _generators(list(loaders))],
+            metrics=metric_states(module),
+            generators=[(g, g.get_state()) for g in loader_generators(list(loaders))],
         )
 
     def restore(
@@ -105,11 +141,7 @@ class TrainingState:
         for name, m in module.named_modules():
             if name in self.modes:
                 m.training = self.modes[name]
-            if name in self.metrics and isinstance(m, Metric):
-                state, count, computed = self.metrics[name]
-                for attr, value in state.items():
-                    setattr(m, attr, _to_device(value, m.device))
-                set_metric_state(m, count, computed)
+        put_metric_states(module, self.metrics)
         for opt, state in zip(optimizers, self.optimizers):
             opt.load_state_dict(state)
             opt.zero_grad(set_to_none=True)

@@ -18,13 +18,15 @@ from typing import Any
 from lightning_clr.schedules import Schedule
 
 
-def describe(spec: Schedule) -> dict[str, Any]:
-    """A schedule spec as plain data: its class name and its fields."""
+def describe(spec: Schedule | None) -> dict[str, Any]:
+    """A schedule spec as plain data: its class name and its fields (``{"spec": None}``: no schedule)."""
+    if spec is None:
+        return {"spec": None}
     return {"spec": type(spec).__name__, **asdict(spec)}
 
 
 def plan(
-    spec: Schedule,
+    spec: Schedule | None,
     bounds: tuple[float, float],
     ratios: list[float],
     steps_per_epoch: int | None,
@@ -33,18 +35,21 @@ def plan(
     """What a run's LR depends on, as plain data (checkpoints load with ``weights_only=True``).
 
     Step counts the schedule does not use are left out, so that, e.g., a constant LR may
-    resume with a longer run.
+    resume with a longer run. ``spec=None`` is a Schedule-Free optimizer trained without a
+    schedule, at a constant ``lr`` after its own warm-up.
     """
     return {
         "schedule": describe(spec),
         "bounds": [float(b) for b in bounds],
         "group_ratios": [float(r) for r in ratios],
-        "total_steps": total_steps if spec.needs_total_steps else None,
-        "steps_per_epoch": steps_per_epoch if spec.needs_epoch_length else None,
+        "total_steps": total_steps if spec is not None and spec.needs_total_steps else None,
+        "steps_per_epoch": steps_per_epoch if spec is not None and spec.needs_epoch_length else None,
     }
 
 
 def _spec_text(described: dict[str, Any]) -> str:
+    if described["spec"] is None:
+        return "no schedule (a Schedule-Free optimizer)"
     return f"{described['spec']}({', '.join(f'{k}={v!r}' for k, v in described.items() if k != 'spec')})"
 
 
@@ -75,7 +80,7 @@ def mismatch(saved: dict[str, Any], now: dict[str, Any]) -> str | None:
     if "group_ratios" in saved and not _close(saved["group_ratios"], now["group_ratios"]):
         return (f"the checkpoint trained its param groups at LR ratios {saved['group_ratios']} but this run "
                 f"has {now['group_ratios']}; resume with the same group_scales, {fix}")
-    name = now["schedule"]["spec"]
+    name = now["schedule"]["spec"] or "the Schedule-Free optimizer"
     if None not in (saved.get("total_steps"), now["total_steps"]) and saved["total_steps"] != now["total_steps"]:
         return (f"{name} spans the whole run, which the checkpoint planned as {saved['total_steps']} optimizer "
                 f"steps, but this run has {now['total_steps']}; resume with the same trainer.max_epochs / "

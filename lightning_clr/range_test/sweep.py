@@ -37,6 +37,7 @@ from lightning_clr._compat import (
     set_sampler_epoch,
     validation_loaders,
 )
+from lightning_clr.range_test.lr_free import is_schedule_free, ready_to_sweep
 from lightning_clr.range_test.readability import EXTEND, Decision
 from lightning_clr.range_test.restore import TrainingState
 from lightning_clr.range_test.result import RangeTestError
@@ -135,12 +136,14 @@ def run_sweep(
     Returns:
         The recorded :class:`SweepRecord`; model, optimizer, scaler, metrics and RNG are as before.
     """
-    loaders = _train_loaders(trainer)
+    loaders = train_loaders(trainer)
     strategy = trainer.strategy
     scaler = getattr(strategy.precision_plugin, "scaler", None)
     old_schedulers = [c.scheduler for c in trainer.lr_scheduler_configs]
     state = TrainingState.take(pl_module, [optimizer], old_schedulers, scaler, loaders)
     pl_module.train()
+    if is_schedule_free(optimizer):
+        ready_to_sweep(optimizer)  # undone by the restore: the state dict holds the mode and the warm-up
     try:
         with isolate_rng(), scratch_results(trainer, pl_module):
             return _sweep(trainer, pl_module, optimizer, ratios, list(targets), loaders, scaler, ema_beta,
@@ -149,7 +152,8 @@ def run_sweep(
         state.restore(pl_module, [optimizer], old_schedulers, scaler)
 
 
-def _train_loaders(trainer: L.Trainer) -> list[Any]:
+def train_loaders(trainer: L.Trainer) -> list[Any]:
+    """The fit's train loaders as Lightning wrapped them (distributed sampler, ``limit_train_batches``)."""
     combined = combined_loader(trainer)
     if combined is None:
         raise MisconfigurationException(
@@ -158,8 +162,9 @@ def _train_loaders(trainer: L.Trainer) -> list[Any]:
     return list(combined.flattened)
 
 
-def _batches(trainer: L.Trainer, loaders: list[Any]) -> Iterator[tuple[Any, int]]:
-    """Endless ``(batch, batch_idx)`` stream on private iterators, restarting exhausted loaders."""
+def batch_stream(trainer: L.Trainer, loaders: list[Any], *, cycle: bool = True) -> Iterator[tuple[Any, int]]:
+    """``(batch, batch_idx)`` on the device, from private iterators: endless, restarting exhausted loaders,
+    or one pass when ``cycle`` is false."""
     if len(loaders) > 1:
         from lightning.pytorch.utilities.combined_loader import CombinedLoader
 
@@ -178,6 +183,8 @@ def _batches(trainer: L.Trainer, loaders: list[Any]) -> Iterator[tuple[Any, int]
             index += 1
         if empty:
             raise MisconfigurationException("LRRangeTest: the train dataloader yielded no batch.")
+        if not cycle:
+            return
         # a distributed sampler deals the same order until told the epoch: reshuffle each pass, as a
         # single process's random sampler does (the fit loop sets the real epoch before every epoch)
         passes += 1
@@ -205,7 +212,7 @@ def _sweep(
     wrapped = next(o for o in _as_list(pl_module.optimizers()) if o.optimizer is optimizer)
     accumulate = trainer.accumulate_grad_batches
     block_sync = getattr(strategy, "block_backward_sync", None)
-    batches = _batches(trainer, loaders)
+    batches = batch_stream(trainer, loaders)
 
     lrs: list[float] = []
     raw: list[float] = []
