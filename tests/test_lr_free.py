@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import lightning as L
 import pytest
 import torch
 from torch import nn
@@ -87,3 +88,36 @@ def test_eval_recomputes_batch_norm_statistics_at_the_eval_weights():
     torch.testing.assert_close(bn.running_mean, expected)
     assert not torch.allclose(bn.running_mean, stale)
     assert bn.momentum == 0.1  # the layer's own momentum is back
+
+
+class _ProdigyModule(L.LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Linear(4, 2)
+        self.steps = 0
+
+    def training_step(self, batch, batch_idx):
+        self.steps += 1
+        return self.net(batch[0]).pow(2).mean()
+
+    def configure_optimizers(self):
+        return prodigyopt.Prodigy(self.parameters(), lr=1.0)
+
+    def train_dataloader(self):
+        return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(32, 4)), batch_size=8)
+
+
+@pytest.mark.parametrize("bounds", [None, (0.1, 1.0)], ids=["sweep", "bounds"])
+def test_prodigy_is_refused_in_fit_before_any_step(bounds, tmp_path):
+    from lightning.pytorch.utilities.exceptions import MisconfigurationException
+
+    from lightning_clr import LRRangeTest
+    from tests.helpers import tiny_trainer
+
+    model = _ProdigyModule()
+    trainer = tiny_trainer(tmp_path, callbacks=[LRRangeTest(bounds=bounds, progress_bar=False)], max_steps=2)
+    with pytest.raises(MisconfigurationException) as err:
+        trainer.fit(model)
+    reason = multiplier_lr_reason(trainer.optimizers[0])
+    assert str(err.value) == f"LRRangeTest: {reason}" and "\n" not in str(err.value)
+    assert model.steps == 0 and trainer.global_step == 0

@@ -12,6 +12,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.utilities.parsing import lightning_hasattr
 
+from lightning_clr.range_test.lr_free import multiplier_lr_reason
 from lightning_clr.schedules.base import undo_momentum_cycling
 
 
@@ -29,6 +30,9 @@ def sweep_optimizer(trainer: L.Trainer, pl_module: L.LightningModule, *, restore
                     replace_scheduler: bool) -> torch.optim.Optimizer:
     """The one optimizer the sweep and the schedule drive, with a replaced scheduler's momentum undone.
 
+    An optimizer whose ``lr`` multiplies a step size it estimates (Prodigy, D-Adaptation) is
+    refused: see :func:`~lightning_clr.range_test.lr_free.multiplier_lr_reason`.
+
     Args:
         trainer: the Trainer in ``on_fit_start``.
         pl_module: its module.
@@ -40,6 +44,9 @@ def sweep_optimizer(trainer: L.Trainer, pl_module: L.LightningModule, *, restore
                 "`self.automatic_optimization = True` or remove the callback.")
     if len(trainer.optimizers) != 1:
         _refuse(f"it needs exactly one optimizer, configure_optimizers returned {len(trainer.optimizers)}.")
+    reason = multiplier_lr_reason(trainer.optimizers[0])
+    if reason is not None:  # Prodigy, D-Adaptation: with bounds= too, no LR of theirs means what a schedule needs
+        _refuse(reason)
     if trainer.ckpt_path is not None and not restored:
         _refuse(f"the checkpoint {trainer.ckpt_path} was written without LRRangeTest, so its scheduler state would "
                 "be loaded into the found schedule; resume it without LRRangeTest, or start a new run from its "
