@@ -349,6 +349,14 @@ def main(argv: Sequence[str] | None = None) -> dict:
     return report
 
 
+def shipped_candidate() -> study.Candidate:
+    """The installed ``LRRangeTest()``'s defaults as a study candidate (its rule at the rule's own defaults)."""
+    d = {k: v.default for k, v in inspect.signature(LRRangeTest.__init__).parameters.items()}
+    options = tuple(sorted((d.get("rule_options") or {}).items()))
+    return study.Candidate(d["start_lr"], d["end_lr"], d["num_steps"], d["ema_beta"], d["divergence_threshold"],
+                           d["rule"], options)
+
+
 def print_study(sty: study.Study, lofo: dict, current: study.Candidate, space: study.Space, tasks, fams) -> None:
     """The study's tables: folds, per task errors, and one setting at a time around the choice."""
     chosen = lofo["chosen"]
@@ -363,7 +371,8 @@ def print_study(sty: study.Study, lofo: dict, current: study.Candidate, space: s
                      f"{sty.score(current, [f]):.2f}"])
     rows.append(["mean", "", f"{lofo['in_sample']:.2f}", f"{lofo['held_out']:.2f}", f"{sty.score(current, fams):.2f}"])
     print(markdown(["held-out family", "chosen on the other families", "in-sample error", "held-out error",
-                    "library defaults now"], rows) + "\n")
+                    "shipped defaults"], rows) + "\n")
+    print(f"Shipped defaults (`LRRangeTest()`, replayed): `{current.label()}`\n")
     print("Per task (chosen defaults, replayed): " + ", ".join(
         f"{n} {sty.task_error(chosen, n):.2f} (log10 max_lr/oracle {sty.log_ratio(chosen, n):+.2f})" for n in tasks)
         + "\n")
@@ -488,7 +497,7 @@ def _run(args, pool, tasks, epochs, seeds, cache) -> dict:
     print(f"[study: {len(sty.reads)} candidates in {time.time() - t0:.0f} s]", file=sys.stderr, flush=True)
     chosen: study.Candidate = lofo["chosen"]
     held = {f: v["candidate"] for f, v in lofo["folds"].items()}
-    current = study.Candidate(1e-3, 1.0, 100, 0.5, 4.0, "smith", (("stop_frac", 0.5),))
+    current = shipped_candidate()
     sty.evaluate([current])
     fams = sorted(set(families.values()))
     if args.study_only:
