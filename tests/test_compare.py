@@ -5,6 +5,7 @@ from __future__ import annotations
 import builtins
 import io
 import random
+import re
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
@@ -348,3 +349,40 @@ def test_the_grid_check_marks_an_unfinished_run(tmp_path):
     out = compare([sweep], png=None)
     assert "\n| 0.1 | 0.3000 | unfinished |\n" in out and "\n| 1 | 0.7000 | best |\n" in out
     assert "val/acc 0.2000 (unfinished), -0.5000 vs. the best grid LR" in out
+
+
+@pytest.mark.parametrize("text,problem", [
+    ("range_test/base_lr: [0.01\n", "not plain YAML data at line 2"),
+    ("!!python/object/apply:os.system ['touch {marker}']\n",
+     "not plain YAML data at line 1 (could not determine a constructor for the tag 'tag:yaml.org,2002:python/"),
+    ("- 0.01\n- 0.1\n", "holds a list where a dict belongs"),
+    ("range_test/base_lr: low\nrange_test/max_lr: 0.1\n", "range_test/base_lr in {path} is 'low', not a number"),
+])
+def test_a_broken_hparams_file_is_one_line_and_the_other_runs_are_compared(tmp_path, capsys, text, problem):
+    sweep = tmp_path / "multirun"
+    sgdr = {"schedule": {"_target_": "lightning_clr.schedules.SGDR"}}
+    _fake_run(sweep, "0", sgdr, ["seed=0"], [0.5, 0.8], (0.01, 0.1))
+    broken = _fake_run(sweep, "1", sgdr, ["seed=1"], [0.4, 0.6], (0.02, 0.2)) / "tensorboard" / "version_0" / "hparams.yaml"
+    marker = tmp_path / "ran"
+    broken.write_text(text.format(marker=marker))
+    assert main([str(sweep), "--png", str(tmp_path / "c.png")]) == 0
+    out, err = capsys.readouterr()
+    assert "| seed=0 | SGDR | 0.01 | 0.1 | 0.8000 (2) | 0.8000 |" in out
+    assert "| seed=1 | SGDR | - | - | 0.6000 (2) | 0.6000 |" in out  # compared, without the bounds it lost
+    (line,) = [line for line in err.splitlines() if str(broken) in line]
+    assert line.startswith("note: run '1': ") and problem.format(path=broken) in line
+    assert "Traceback" not in err and not marker.exists()
+
+
+def test_a_broken_hydra_config_is_one_line_and_the_run_keeps_its_numbers(tmp_path, capsys):
+    sweep = tmp_path / "multirun"
+    _fake_run(sweep, "0", {"schedule": {"_target_": "lightning_clr.schedules.SGDR"}}, ["seed=0"], [0.5, 0.8], (0.01, 0.1))
+    run = _fake_run(sweep, "1", {}, ["seed=1"], [0.4, 0.6], (0.02, 0.2))
+    (run / ".hydra" / "config.yaml").write_text("schedule: {_target_: [\n")
+    (run / ".hydra" / "overrides.yaml").write_text("seed: 1\n")
+    out = compare([sweep], png=None)
+    assert "| seed=0 | SGDR | 0.01 | 0.1 | 0.8000 (2) |" in out
+    assert re.search(r"^\| 1 \| \w+ \| 0.02 \| 0.2 \| 0.6000 \(2\) \|", out, re.MULTILINE), out  # named by its folder
+    err = capsys.readouterr().err
+    assert f"note: run '1': skipped {run / '.hydra' / 'config.yaml'}: not plain YAML data at line 2" in err
+    assert f"note: run '1': skipped {run / '.hydra' / 'overrides.yaml'}: holds a dict where a list belongs" in err

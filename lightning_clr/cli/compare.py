@@ -367,13 +367,71 @@ def _read_yaml(path: Path) -> Any:
         return yaml.load(f, Loader=_SafeLoader)  # a safe loader: plain data only
 
 
-def _bounds(log_dir: Path) -> tuple[float | None, float | None]:
-    hparams = log_dir / "hparams.yaml"
-    if not hparams.is_file():
-        return None, None
-    values = _read_yaml(hparams) or {}
-    get = lambda key: float(values[key]) if values.get(key) is not None else None
-    return get("range_test/base_lr"), get("range_test/max_lr")
+def _read_data(path: Path, kind: type) -> tuple[Any, str | None]:
+    """A YAML file that should hold a ``kind`` (dict or list): ``(value, None)``, or ``(kind(), why not)``.
+
+    Nothing in the file runs: tags such as ``!!python/object`` are refused by the safe loader.
+    """
+    try:
+        value = _read_yaml(path)
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        return kind(), f"not plain YAML data{where} ({err.problem or err.context})"
+    except (yaml.YAMLError, UnicodeDecodeError, OSError) as err:
+        return kind(), f"not readable ({str(err).splitlines()[0] if str(err) else type(err).__name__})"
+    if value is None:
+        return kind(), None
+    if not isinstance(value, kind):
+        return kind(), f"holds a {type(value).__name__} where a {kind.__name__} belongs"
+    return value, None
+
+
+@dataclass
+class _Recorded:
+    """What a run's YAML files hold: the Hydra config and overrides, the hparams it logged, and what was skipped."""
+
+    config: dict[str, Any] = field(default_factory=dict)
+    overrides: list[str] = field(default_factory=list)
+    hparams: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def _recorded(log_dir: Path, hydra: Path | None, name: str) -> _Recorded:
+    """Read the run's ``.hydra/config.yaml``, ``.hydra/overrides.yaml`` and ``hparams.yaml``.
+
+    A file that cannot be read as what it should hold is skipped with one note line naming it
+    and the run; the run is compared without it.
+    """
+    found = _Recorded()
+    files = [("hparams", log_dir / "hparams.yaml", dict)]
+    if hydra is not None:
+        files += [("config", hydra / "config.yaml", dict), ("overrides", hydra / "overrides.yaml", list)]
+    for attr, path, kind in files:
+        if not path.is_file():
+            continue
+        value, problem = _read_data(path, kind)
+        if attr == "overrides" and any(not isinstance(o, str) for o in value):
+            value, problem = [], "holds an entry that is not an override string"
+        if problem is not None:
+            found.notes.append(f"note: run '{name}': skipped {path}: {problem}; the run is compared without it "
+                               "(fix or delete the file)")
+        setattr(found, attr, value)
+    return found
+
+
+def _bounds(recorded: _Recorded, path: Path, name: str) -> tuple[float | None, float | None]:
+    """``range_test/base_lr`` and ``range_test/max_lr`` of the hparams; a value that is not a number is noted."""
+    values: list[float | None] = []
+    for key in ("range_test/base_lr", "range_test/max_lr"):
+        value = recorded.hparams.get(key)
+        try:
+            values.append(None if value is None else float(value))
+        except (TypeError, ValueError):
+            recorded.notes.append(f"note: run '{name}': {key} in {path} is {value!r}, not a number; the run is "
+                                  "compared without its bounds (fix or delete the file)")
+            return None, None
+    return values[0], values[1]
 
 
 def _finder_bounds(config: dict[str, Any]) -> tuple[float, float] | None:
@@ -424,27 +482,29 @@ def load_run(log_dir: str | Path, metrics: Sequence[str] = ()) -> Run:
 
     lr_tag = "lr" if "lr" in series else next((t for t in sorted(series) if t.startswith("lr/")), None)
     hydra = _hydra_dir(log_dir)
+    name = hydra.parent.name if hydra is not None else log_dir.name
+    recorded = _recorded(log_dir, hydra, name)
     schedule, label, explicit, shown = "?", log_dir.name, None, []
     if hydra is not None:
-        config = _read_yaml(hydra / "config.yaml") or {}
-        target = (config.get("schedule") or {}).get("_target_", "lightning_clr.schedules.Constant")
+        config = recorded.config
+        node = config.get("schedule")
+        target = (node if isinstance(node, dict) else {}).get("_target_", "lightning_clr.schedules.Constant")
         schedule = str(target).rsplit(".", 1)[-1]
-        overrides = _read_yaml(hydra / "overrides.yaml") if (hydra / "overrides.yaml").is_file() else []
-        shown = [o for o in overrides or [] if not o.startswith(_HIDDEN)]
+        shown = [o for o in recorded.overrides if not o.startswith(_HIDDEN)]
         label = " ".join(shown) or hydra.parent.name
         # a run without a sweep logs no bounds; interpolated bounds (+sweep=optuna_lr) resolve here
         explicit = _finder_bounds(config)
-    base, top = _bounds(log_dir)
+    base, top = _bounds(recorded, log_dir / "hparams.yaml", name)
     if base is None and explicit:
         base, top = explicit
     val_acc = per_epoch("val/acc")
     stops = f"the run's val/acc stops at epoch {val_acc[-1][0]}" if val_acc else "it holds no val/acc"
-    notes = [_damage_note(f, stops) for f in files if f.problem]
+    notes = recorded.notes + [_damage_note(f, stops) for f in files if f.problem]
     return Run(log_dir, label, schedule, base, top, val_acc, per_epoch("ensemble/val_acc"),
                series.get(lr_tag, []) if lr_tag else [], overrides=shown, explicit=explicit, last=last,
                scalars={t: per_epoch(t) for t in {"val/acc", *metrics}},
                curve={t: [value for _, value in series[t]] for t in CURVE_TAGS if t in series},
-               name=hydra.parent.name if hydra is not None else log_dir.name, notes=notes,
+               name=name, notes=notes,
                unfinished=any(f.problem for f in files))
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -286,8 +285,11 @@ def _save(fig: Any, path: str | Path) -> Path:
     return path
 
 
-def bounds_pair(values: Sequence[Any] | None) -> tuple[float, float] | None:
-    """``(base_lr, max_lr)`` from a config's ``finder.bounds``, or None."""
-    if not values or len(values) != 2 or any(v is None for v in values):
+def bounds_pair(values: Any) -> tuple[float, float] | None:
+    """``(base_lr, max_lr)`` from a config's ``finder.bounds``, or None when it is not a pair of numbers."""
+    if not isinstance(values, (list, tuple)) or len(values) != 2 or any(v is None for v in values):
         return None
-    return float(values[0]), float(values[1])
+    try:
+        return float(values[0]), float(values[1])
+    except (TypeError, ValueError):
+        return None
