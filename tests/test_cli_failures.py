@@ -9,6 +9,7 @@ Most cases call the real entry point in this process (:func:`run_cli`); the YAML
 from __future__ import annotations
 
 import errno
+import json
 import math
 import os
 import subprocess
@@ -22,7 +23,7 @@ from hydra.core.global_hydra import GlobalHydra
 
 from lightning_clr.cli import rundir
 from lightning_clr.cli.main import cli, train
-from lightning_clr.cli.rundir import JOB_ENV, SWEEP_ENV, RunDirInUse, claim, job_id, release
+from lightning_clr.cli.rundir import JOB_ENV, OWNER_FILE, SWEEP_ENV, RunDirInUse, claim, job_id, release
 from lightning_clr.models import Classifier
 from tests.conftest import compose_config
 
@@ -33,7 +34,8 @@ TINY = ["data=synthetic", "model=mlp", "finder.bounds=[0.01,0.1]", "trainer.max_
 #: what a launcher may set; each test starts without any of it
 LAUNCH_ENV = ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_STEP_ID", "SLURM_PROCID",
               "SLURM_RESTART_COUNT", "TORCHELASTIC_RUN_ID", "TORCHELASTIC_RESTART_COUNT", "RANK", "LOCAL_RANK",
-              "NODE_RANK", "MASTER_ADDR", "MASTER_PORT", JOB_ENV, SWEEP_ENV, "HYDRA_FULL_ERROR")
+              "NODE_RANK", "MASTER_ADDR", "MASTER_PORT", "SUBMITIT_LOCAL_JOB_ID", "SUBMITIT_LOCAL_GLOBALID",
+              JOB_ENV, SWEEP_ENV, "HYDRA_FULL_ERROR")
 
 
 @pytest.fixture(autouse=True)
@@ -198,6 +200,37 @@ def test_lightnings_ddp_workers_join_and_a_plain_second_run_is_refused(tmp_path,
     _as_process(monkeypatch, 102)
     with pytest.raises(RunDirInUse, match="belongs to another job"):
         claim(tmp_path / "p")
+
+
+def test_submitit_local_tasks_share_their_jobs_folder(tmp_path, monkeypatch):
+    for task in range(2):  # one job, two tasks (tasks_per_node=2)
+        _as_process(monkeypatch, 100 + task, SUBMITIT_LOCAL_JOB_ID="4711", SUBMITIT_LOCAL_GLOBALID=str(task))
+        assert claim(tmp_path / "s") == "submitit-local:4711"
+    _as_process(monkeypatch, 200, SUBMITIT_LOCAL_JOB_ID="4712", SUBMITIT_LOCAL_GLOBALID="0")
+    with pytest.raises(RunDirInUse, match=r"another job \(submitit-local:4711"):
+        claim(tmp_path / "s")
+
+
+@pytest.mark.slow
+def test_a_submitit_local_multirun_gives_each_job_its_folder_and_refuses_one_for_all(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in LAUNCH_ENV}
+    env["PYTHONPATH"] = str(ROOT)
+
+    def multirun(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "lightning_clr.run", "-m", "hydra/launcher=submitit_local",
+                               *TINY, "seed=1,2", *args], cwd=tmp_path, env=env, capture_output=True, text=True,
+                              check=False)
+
+    proc = multirun(f"hydra.sweep.dir={tmp_path / 'one'}", "hydra.sweep.subdir=same")
+    line = _one_error(proc.returncode, proc.stderr)
+    assert line.startswith("error: hydra.sweep.subdir=same: every job of this multirun would write into")
+    assert not (tmp_path / "one").exists()
+    proc = multirun(f"hydra.sweep.dir={tmp_path / 'each'}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jobs = {p.parent.name: json.loads(p.read_text())["job"] for p in (tmp_path / "each").glob(f"*/{OWNER_FILE}")}
+    sweep = json.loads((tmp_path / "each" / OWNER_FILE).read_text())["job"]
+    assert jobs == {"0": f"{sweep}/0", "1": f"{sweep}/1"}
+    assert len(list((tmp_path / "each").glob("*/csv/version_0/metrics.csv"))) == 2
 
 
 def test_a_run_folder_that_links_into_another_run_is_refused(tmp_path, monkeypatch):

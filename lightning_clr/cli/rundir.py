@@ -17,10 +17,11 @@ racing jobs wins): the job's id, its restart count, and one entry per process of
 
 A job's id is, in this order: ``slurm:<SLURM_JOB_ID>[_<array task>][.<step>]`` under SLURM;
 ``torchrun:<rdzv id>`` under torchrun (``torchrun:<MASTER_ADDR>:<MASTER_PORT>:none`` for the
-default rdzv id); the id its parent process exported (the worker processes that Lightning's DDP
-launcher starts); otherwise a new random id. Each job of a multirun gets its sweep's id with
+default rdzv id); ``submitit-local:<job>`` for the tasks of a submitit_local job; the id its
+parent process exported (the worker processes that Lightning's DDP launcher starts); otherwise
+a new random id. Each job of a multirun gets its sweep's id with
 ``/<job number>`` added, so two jobs whose ``hydra.sweep.subdir`` is the same folder are refused.
-A process's rank is ``$RANK`` (torchrun), else ``<SLURM_PROCID or NODE_RANK>.<LOCAL_RANK>``.
+A process's rank is :func:`rank_key`.
 
 A run that fails before training starts (a pre-flight check, a bad value, a range test that
 cannot start) releases its claim (:func:`release`): the corrected command may reuse the folder.
@@ -88,17 +89,25 @@ def job_id(environ: dict[str, str] | None = None) -> str:
         return f"torchrun:{run}"
     if run and env.get("MASTER_ADDR") and env.get("MASTER_PORT"):
         return f"torchrun:{env['MASTER_ADDR']}:{env['MASTER_PORT']}:{run}"
+    if env.get("SUBMITIT_LOCAL_JOB_ID"):  # the tasks of one submitit_local job
+        return f"submitit-local:{env['SUBMITIT_LOCAL_JOB_ID']}"
     if env.get(JOB_ENV):
         return env[JOB_ENV]
     return f"local:{uuid.uuid4().hex}"
 
 
 def rank_key(environ: dict[str, str] | None = None) -> str:
-    """This process's place in its job: ``$RANK`` under torchrun, else ``<SLURM_PROCID or NODE_RANK>.<LOCAL_RANK>``."""
+    """This process's place in its job: ``$RANK`` under torchrun, else ``<task or node>.<LOCAL_RANK>``.
+
+    The task is ``$SLURM_PROCID`` (SLURM, also through submitit) or ``$SUBMITIT_LOCAL_GLOBALID``
+    (submitit_local), the node ``$NODE_RANK``; ``$LOCAL_RANK`` tells apart the workers that
+    Lightning's DDP launcher starts.
+    """
     env = os.environ if environ is None else environ
     if env.get("RANK"):
         return env["RANK"]
-    return f"{env.get('SLURM_PROCID') or env.get('NODE_RANK') or 0}.{env.get('LOCAL_RANK') or 0}"
+    task = env.get("SLURM_PROCID") or env.get("SUBMITIT_LOCAL_GLOBALID") or env.get("NODE_RANK") or 0
+    return f"{task}.{env.get('LOCAL_RANK') or 0}"
 
 
 def attempt(environ: dict[str, str] | None = None) -> int:
