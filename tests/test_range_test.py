@@ -124,7 +124,8 @@ class TestRestore:
 
 class TestSweep:
     def test_records_num_steps_points_beyond_one_epoch_and_limits(self, tmp_path):
-        finder = LRRangeTest(num_steps=40, start_lr=1e-4, end_lr=0.05, divergence_threshold=None, max_extensions=0)
+        finder = LRRangeTest(num_steps=40, start_lr=1e-4, end_lr=0.05, divergence_threshold=None, max_extensions=0,
+                             sweep_share=None)
         trainer = tiny_trainer(tmp_path, callbacks=[finder], limit_train_batches=2)
         trainer.fit(tiny_model(), datamodule=tiny_data())  # 16 batches per epoch, 2 allowed per epoch
         assert len(finder.result.lrs) == 40
@@ -346,7 +347,7 @@ def test_batch_size_one_noise_does_not_end_the_sweep(seed, tmp_path):
             return torch.utils.data.DataLoader(RandomDataset(32, 64), batch_size=1)
 
     L.seed_everything(seed, verbose=False)
-    finder = LRRangeTest(schedules.Constant(), progress_bar=False)
+    finder = LRRangeTest(schedules.Constant(), progress_bar=False, sweep_share=None)
     tiny_trainer(tmp_path, callbacks=[finder], max_steps=1).fit(OneByOne())
     r = finder.result
     assert len(r.lrs) >= 60 and r.lrs[-1] > 0.05  # the median-based check waits for the real blow-up
@@ -375,11 +376,11 @@ class Plateau(L.LightningModule):
 
 
 class TestShallowSweep:
-    def fit(self, tmp_path, **kwargs):
+    def fit(self, tmp_path, run_steps=1, **kwargs):
         finder = LRRangeTest(schedules.Constant(position=1.0), num_steps=20, start_lr=1e-4, end_lr=1.0,
-                             max_extensions=0, progress_bar=False, **kwargs)
+                             max_extensions=0, progress_bar=False, **{"sweep_share": None, **kwargs})
         model = Plateau()
-        tiny_trainer(tmp_path, callbacks=[finder], max_steps=1).fit(model)
+        tiny_trainer(tmp_path, callbacks=[finder], max_steps=run_steps, max_epochs=-1).fit(model)
         return finder.result, model
 
     def test_is_swept_again_with_twice_the_steps(self, tmp_path):
@@ -397,8 +398,58 @@ class TestShallowSweep:
         r, _ = self.fit(tmp_path, max_reruns=1)
         assert r.reruns == 1 and len(r.lrs) == 40
 
+    @pytest.mark.parametrize("run_steps, reruns", [(1, 0), (79, 0), (80, 1), (160, 2)])
+    def test_a_rerun_longer_than_the_share_of_the_run_does_not_run(self, run_steps, reruns, tmp_path):
+        r, _ = self.fit(tmp_path, run_steps=run_steps, sweep_share=0.5)  # 40 steps fit in 80 at 0.5, not in 79
+        assert r.reruns == reruns and len(r.lrs) == 20 * 2 ** reruns
+        np.testing.assert_allclose(r.lrs, sweep_lrs(1e-4, 1.0, 20 * 2 ** reruns, "exponential"), rtol=1e-9)
+
     def test_every_rerun_starts_from_the_restored_state(self, tmp_path):
         r, model = self.fit(tmp_path)
         assert r.raw_losses[0] == pytest.approx(10.5)  # the last sweep began at w = 0 again
         # and so did training: one SGD step at max_lr from w = 0, where the gradient is -1
         assert float(model.w.detach()) == pytest.approx(r.max_lr, rel=1e-6)
+
+
+class Stop(L.Callback):
+    """Ends the fit at its first training batch: the run is planned at full length, one step is trained."""
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        trainer.should_stop = True
+
+
+class TestSweepShare:
+    """The sweep takes at most ``sweep_share`` of the run's optimizer steps, over the same LR range."""
+
+    def fit(self, tmp_path, run_steps, **kwargs):
+        finder = LRRangeTest(start_lr=1e-4, end_lr=1.0, progress_bar=False, **kwargs)
+        trainer = tiny_trainer(tmp_path, callbacks=[finder, Stop()], max_steps=run_steps, max_epochs=-1)
+        trainer.fit(tiny_model(), datamodule=tiny_data())
+        assert trainer.global_step == 1 and trainer.estimated_stepping_batches == run_steps
+        return finder.result
+
+    @pytest.mark.parametrize("run_steps, share, points", [(40, 0.5, 20), (60, 0.5, 30), (1000, 0.5, 200),
+                                                          (40, None, 200), (60, 0.25, 20)])
+    def test_the_sweep_follows_the_planned_run(self, run_steps, share, points, tmp_path):
+        r = self.fit(tmp_path, run_steps, sweep_share=share, min_fall=0.0)
+        assert len(r.lrs) == points and r.stop_reason == "completed"
+        assert r.lrs == sweep_lrs(1e-4, 1.0, points, "exponential")  # the same range, coarser
+
+    def test_a_shortened_sweep_says_so_with_the_numbers(self, tmp_path, caplog):
+        with caplog.at_level("INFO"):
+            self.fit(tmp_path, 60, min_fall=0.0)
+        assert "LRRangeTest: the run has 60 optimizer steps; the sweep takes 30 (sweep_share=0.5)." in caplog.text
+
+    def test_a_sweep_longer_than_the_share_warns_with_the_ratio(self, tmp_path, caplog):
+        with pytest.warns(UserWarning, match=r"^LRRangeTest: the sweep takes 20 steps, the fewest a curve can be read "
+                                             r"from: 0.71x the run's 28 \(sweep_share=0.5\); bounds=\(base_lr, "
+                                             r"max_lr\) skips the sweep.$"):
+            r = self.fit(tmp_path, 28, min_fall=0.0)
+        assert len(r.lrs) == 20
+        assert "optimizer steps; the sweep takes" not in caplog.text  # one message, not two
+
+    def test_a_sweep_within_the_share_says_nothing(self, tmp_path, caplog, recwarn):
+        with caplog.at_level("INFO"):
+            r = self.fit(tmp_path, 1000, num_steps=40, min_fall=0.0)
+        assert len(r.lrs) == 40 and "sweep_share" not in caplog.text
+        assert not [w for w in recwarn if "sweep_share" in str(w.message)]

@@ -51,6 +51,12 @@ class TestNamedSettings:
         (settings.check_ema_beta, ("0.5",), r"ema_beta must be in \[0, 1\), got 0.5"),
         (settings.check_min_fall, (-0.1,), r"min_fall must be a fraction in \[0, 1\), got -0.1"),
         (settings.check_choice, ("metric", "acc", settings.METRICS), "metric must be one of .*, got 'acc'"),
+        (settings.check_sweep_share, (1.5,), (r"sweep_share must be a fraction in \(0, 1\] or None, got 1.5; 0.5 \(the "
+                                               r"default\) lets the sweep take at most half the run's optimizer steps, "
+                                               "None never shortens it")),
+        (settings.check_sweep_share, (0,), "sweep_share must be a fraction in .*, got 0;"),
+        (settings.check_sweep_share, (True,), "sweep_share must be a fraction in .*, got True;"),
+        (settings.check_sweep_share, ("0.5",), "sweep_share must be a fraction in .*, got '0.5';"),
     ])
     def test_each_check_names_the_value_and_the_fix(self, check, args, message):
         with pytest.raises(ValueError, match=message):
@@ -60,6 +66,17 @@ class TestNamedSettings:
         assert settings.check_count("val_batches", 3, 1, "") == 3
         assert settings.check_divergence_threshold(4) == 4.0 and settings.check_divergence_threshold(None) is None
         assert settings.check_bounds((0.01, 0.1)) == (0.01, 0.1) and settings.check_bounds(None) is None
+        assert settings.check_sweep_share(1) == 1.0 and settings.check_sweep_share(None) is None
+
+    @pytest.mark.parametrize("share, total, cap", [(0.5, 40, 20), (0.5, 61, 30), (0.5, 1000, 500), (0.5, 28, 20),
+                                                   (1.0, 7, 20), (None, 1000, None), (0.5, None, None)])
+    def test_the_sweep_cap_is_the_share_of_the_run_but_never_under_min_steps(self, share, total, cap):
+        assert settings.sweep_cap(share, total) == cap
+
+    @pytest.mark.parametrize("steps, cap, reruns", [(20, 20, 0), (20, 39, 0), (20, 40, 1), (20, 80, 2), (200, 500, 1),
+                                                    (200, None, None)])
+    def test_reruns_within_the_cap(self, steps, cap, reruns):
+        assert settings.reruns_within(steps, cap) == reruns
         with pytest.raises(TypeError, match="schedule must be a lightning_clr.schedules spec, got str"):
             settings.check_schedule("sgdr")
 
@@ -95,6 +112,13 @@ class TestDecide:
         assert decision.action == EXTEND
         np.testing.assert_allclose(decision.lrs, 10 ** (np.arange(1, 11) / 10), rtol=1e-9)  # ten more 0.1 decades
         assert decision.reason == "the loss still falls at the last LR (1); sweeping on to lr 10"
+
+    def test_an_extension_stops_at_max_steps(self):
+        decision = decide(LRS, falling(), extended=0, reruns=0, stop="completed", policy=policy(max_steps=45))
+        assert decision.action == EXTEND
+        np.testing.assert_allclose(decision.lrs, 10 ** (np.arange(1, 5) / 10), rtol=1e-9)  # 41 + 4 points
+        capped = decide(LRS, falling(), extended=0, reruns=0, stop="completed", policy=policy(max_steps=41))
+        assert capped.action == READ
 
     def test_a_linear_sweep_is_extended_by_half_its_steps(self):
         lrs = [0.01 * k for k in range(1, 21)]
@@ -170,9 +194,9 @@ class SlowQuadratic(L.LightningModule):
 
 
 class TestCeiling:
-    def fit(self, tmp_path, model, **kwargs):
-        finder = LRRangeTest(schedules.Constant(), progress_bar=False, **kwargs)
-        tiny_trainer(tmp_path, callbacks=[finder], max_steps=1).fit(model)
+    def fit(self, tmp_path, model, run_steps=1, **kwargs):
+        finder = LRRangeTest(schedules.Constant(), progress_bar=False, **{"sweep_share": None, **kwargs})
+        tiny_trainer(tmp_path, callbacks=[finder], max_steps=run_steps, max_epochs=-1).fit(model)
         return finder.result
 
     def test_a_user_set_end_lr_is_never_exceeded(self, tmp_path):
@@ -188,6 +212,13 @@ class TestCeiling:
         step = math.log(planned[-1] / planned[-2])  # 3 steps a decade; the sixth extra step (1.6e4) is cut
         np.testing.assert_allclose(r.lrs[20:], [100 * math.exp(step * k) for k in range(1, 6)], rtol=1e-9)
         assert 5e3 < max(r.lrs) <= settings.MAX_LR
+
+    @pytest.mark.parametrize("run_steps, extra", [(1, 0), (50, 5)])
+    def test_extensions_stay_within_the_share_of_the_run(self, run_steps, extra, tmp_path):
+        r = self.fit(tmp_path, SlowQuadratic(0.01), run_steps, num_steps=20, sweep_share=0.5)  # flat up to lr 100
+        assert r.lrs[:20] == sweep_lrs(1e-5, settings.DEFAULT_END_LR, 20, "exponential")
+        # 25 points in a 50-step run at 0.5: a decade (3 points), then 2 of the next decade's 3
+        assert len(r.lrs) == 20 + extra and r.extended == (2 if extra else 0)
 
     def test_the_first_and_last_planned_lrs_are_exact(self):
         for mode in ("exponential", "linear"):

@@ -64,7 +64,8 @@ class LRRangeTest(Callback):
             past it while the loss still falls (see ``max_extensions``); any other value is a
             ceiling the sweep never passes.
         num_steps: optimizer steps in the sweep (one point each). The sweep cycles the
-            train loader if an epoch is shorter and ignores ``max_epochs`` and ``limit_train_batches``.
+            train loader if an epoch is shorter and ignores ``max_epochs`` and ``limit_train_batches``;
+            ``sweep_share`` may shorten it.
         mode: ``"exponential"`` (evenly spaced in log LR, as fastai) or ``"linear"`` (as Smith).
         ema_beta: weight of the moving average of the sweep's loss,
             ``avg = beta * avg + (1 - beta) * loss``, bias-corrected by ``1 - beta**(k+1)``.
@@ -93,6 +94,11 @@ class LRRangeTest(Callback):
             the mean ``training_step`` loss (without gradients, in eval mode) on the first
             ``val_batches`` validation batches after each step, as torch-lr-finder's ``val_loader``.
         val_batches: validation batches of the ``"val_loss"`` metric (the same at every step).
+        sweep_share: the largest share of the run's optimizer steps that the sweep (and each rerun,
+            extensions included) may take, when the run's length is known: a 60-step run sweeps 30
+            steps at 0.5, over the same ``start_lr`` to ``end_lr``; reruns that would take more do not
+            run. Never fewer than ``settings.MIN_STEPS`` (20), the fewest a curve is read from (a
+            warning says when that is more than the share). ``None`` never shortens the sweep.
 
     Raises:
         ValueError: for a setting out of range; the message names the value and the fix.
@@ -144,6 +150,7 @@ class LRRangeTest(Callback):
         attr_name: str = "",
         metric: str = "train_loss",
         val_batches: int = 4,
+        sweep_share: float | None = 0.5,
         **old_names: Any,
     ) -> None:
         moved = settings.renamed_arguments(old_names, {"start_lr": start_lr, "end_lr": end_lr, "ema_beta": ema_beta},
@@ -173,6 +180,7 @@ class LRRangeTest(Callback):
         self._attr_name = str(attr_name)
         self._metric = settings.check_choice("metric", metric, settings.METRICS)
         self._val_batches = settings.check_count("val_batches", val_batches, 1, "4 is the default")
+        self._sweep_share = settings.check_sweep_share(sweep_share)
 
         self.result: RangeTestResult | None = None
         self.scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
@@ -231,7 +239,7 @@ class LRRangeTest(Callback):
             self.result = RangeTestResult([], [], [], base, top, "explicit", "explicit bounds", group_ratios=ratios)
             self._group_ratios = list(ratios)
         else:
-            self.result = self._sweep(trainer, pl_module, optimizer, ratios)
+            self.result = self._sweep(trainer, pl_module, optimizer, ratios, total)
             self._group_ratios = list(self.result.group_ratios)
             log_range_test(trainer, self.result)
         if free:
@@ -299,11 +307,28 @@ class LRRangeTest(Callback):
                                 **{k: v for k, v in state_dict.items() if k not in ("result", _LIVE_RATIOS)}}
             self._restored = True
 
-    def _policy(self) -> Policy:
-        """What the settings allow a sweep whose curve cannot be read yet (see :mod:`.readability`)."""
+    def _policy(self, total: int | None) -> Policy:
+        """What the settings allow a sweep whose curve cannot be read yet (see :mod:`.readability`), in a run of
+        ``total`` optimizer steps (``None``: unknown)."""
         # the default end is a first guess the sweep may pass; an end the user set is a ceiling
         ceiling = settings.MAX_LR if self._end_lr == settings.DEFAULT_END_LR else self._end_lr
-        return Policy(self._mode, self._num_steps, self._max_extensions, self._min_fall, self._max_reruns, ceiling)
+        cap = settings.sweep_cap(self._sweep_share, total)
+        num_steps = self._num_steps if cap is None else min(self._num_steps, cap)
+        reruns = settings.reruns_within(num_steps, cap)
+        max_reruns = self._max_reruns if reruns is None else min(self._max_reruns, reruns)
+        return Policy(self._mode, num_steps, self._max_extensions, self._min_fall, max_reruns, ceiling, cap)
+
+    def _announce_cap(self, total: int | None, policy: Policy) -> None:
+        """Say when ``sweep_share`` shortened the sweep, or could not."""
+        if total is None or self._sweep_share is None:
+            return
+        if self._sweep_share * total < settings.MIN_STEPS:
+            rank_zero_warn(f"LRRangeTest: the sweep takes {policy.num_steps} steps, the fewest a curve can be read "
+                           f"from: {policy.num_steps / total:.2f}x the run's {total} (sweep_share={self._sweep_share:g}); "
+                           "bounds=(base_lr, max_lr) skips the sweep.")
+        elif policy.num_steps < self._num_steps:
+            rank_zero_info(f"LRRangeTest: the run has {total} optimizer steps; the sweep takes {policy.num_steps} "
+                           f"(sweep_share={self._sweep_share:g}).")
 
     def _step_counts(self, trainer: L.Trainer, shaped: bool = True) -> tuple[int, int | None]:
         """``(steps_per_epoch, total_steps)``; a loader without a length works unless the shape needs it.
@@ -338,8 +363,9 @@ class LRRangeTest(Callback):
         return per_epoch, total
 
     def _sweep(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: torch.optim.Optimizer,
-               ratios: list[float]) -> RangeTestResult:
-        policy = self._policy()
+               ratios: list[float], total: int | None) -> RangeTestResult:
+        policy = self._policy(total)
+        self._announce_cap(total, policy)
         # the held-out batches of the val_loss metric are fetched once, for every run
         val_batches = held_out_batches(trainer, self._val_batches) if self._metric == "val_loss" else None
         for reruns in range(self._max_reruns + 1):

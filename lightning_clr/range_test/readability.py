@@ -6,7 +6,8 @@ tenth of the LRs. Otherwise, in this order:
 1. **extend**: the loss still falls at the last LR (or the curve is flat so far), the sweep
    has not stopped, and it may go further: a decade more at the same spacing (exponential)
    or half the sweep's length at the same step (linear), at most ``max_extensions`` times,
-   never above the policy's ``ceiling`` (a user's ``end_lr``, else ``MAX_LR``);
+   never above the policy's ``ceiling`` (a user's ``end_lr``, else ``MAX_LR``) nor past its
+   ``max_steps`` (the share of the run a sweep may take);
 2. **rerun**: the loss fell by less than ``min_fall`` of its top: the sweep trained too
    little and its loss moved only near the unstable LRs (a CNN on a plateau, cut by 2-5% in
    200 steps, read ``max_lr`` 0.6-1.0; with 400 steps it fell 7-9% and read 0.3, where it
@@ -43,6 +44,8 @@ class Policy:
         min_fall: a fall below this fraction of the top loss reruns the sweep; 0 never does.
         max_reruns: the most reruns.
         ceiling: no extension goes above this LR.
+        max_steps: no run of the sweep records more points than this, extensions included
+            (``None``: no cap; see ``sweep_share``).
     """
 
     mode: str
@@ -51,6 +54,7 @@ class Policy:
     min_fall: float
     max_reruns: int
     ceiling: float
+    max_steps: int | None = None
 
 
 @dataclass(frozen=True)
@@ -105,6 +109,8 @@ def decide(lrs: Sequence[float], smooth: Sequence[float], *, extended: int, reru
     turned = curve.unreadable is None and curve.i_min < n - max(2, n // 10)
     if stop == "completed" and extended < policy.max_extensions and len(lrs) >= 3 and not turned:
         more = extension(lrs, policy.mode, policy.num_steps, policy.ceiling)
+        if policy.max_steps is not None:
+            more = more[:max(0, policy.max_steps - len(lrs))]
         if more:
             why = curve.unreadable or f"the loss still falls at the last LR ({lrs[-1]:.3g})"
             return Decision(EXTEND, f"{why}; sweeping on to lr {more[-1]:.3g}", more)

@@ -108,6 +108,34 @@ def check_min_fall(value: Any) -> float:
     return float(value)
 
 
+def check_sweep_share(value: Any) -> float | None:
+    """``None``, or the largest share of the run's optimizer steps a sweep may take, in ``(0, 1]``."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        raise ValueError(f"sweep_share must be a fraction in (0, 1] or None, got {value!r}; 0.5 (the default) lets "
+                         "the sweep take at most half the run's optimizer steps, None never shortens it")
+    return float(value)
+
+
+def sweep_cap(sweep_share: float | None, total_steps: int | None) -> int | None:
+    """The most optimizer steps one sweep may take in a run of ``total_steps``: ``sweep_share`` of them, but
+    never fewer than :data:`MIN_STEPS`; ``None`` when there is no cap (no share, or a run of unknown length)."""
+    if sweep_share is None or total_steps is None:
+        return None
+    return max(MIN_STEPS, math.floor(sweep_share * total_steps))
+
+
+def reruns_within(num_steps: int, cap: int | None) -> int | None:
+    """How many reruns (each twice as long as the last, from ``num_steps``) fit under ``cap`` (``None``: any)."""
+    if cap is None:
+        return None
+    reruns = 0
+    while num_steps * 2 ** (reruns + 1) <= cap:
+        reruns += 1
+    return reruns
+
+
 def check_divergence_threshold(value: Any) -> float | None:
     """``None``, or a multiple of the best loss above 1."""
     if value is None:
