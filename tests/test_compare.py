@@ -5,7 +5,6 @@ from __future__ import annotations
 import builtins
 import io
 import random
-import re
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
@@ -18,6 +17,7 @@ from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.utils.tensorboard import SummaryWriter
 
+from lightning_clr import schedules
 from lightning_clr.cli import compare as compare_module
 from lightning_clr.cli.compare import (
     CompareRuns,
@@ -40,16 +40,20 @@ STEPS_PER_EPOCH = 10
 
 
 def _fake_run(root: Path, name: str, config: dict, overrides: list[str], accs: list[float],
-              bounds: tuple[float, float], ensemble: dict[int, float] | None = None) -> Path:
-    """A Hydra run folder with known TensorBoard scalars, laid out as the entry point writes it."""
+              bounds: tuple[float, float], ensemble: dict[int, float] | None = None, schedule: str | None = None) -> Path:
+    """A Hydra run folder with known TensorBoard scalars, laid out as the entry point writes it.
+
+    ``schedule``: what the range test logs as hparam ``range_test/schedule`` (None: a run that logged none).
+    """
     run = root / name
     (run / ".hydra").mkdir(parents=True)
     (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
     (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
     log_dir = run / "tensorboard" / "version_0"
     log_dir.mkdir(parents=True)
-    (log_dir / "hparams.yaml").write_text(yaml.safe_dump({"range_test/base_lr": bounds[0],
-                                                          "range_test/max_lr": bounds[1]}))
+    hparams = {"range_test/base_lr": bounds[0], "range_test/max_lr": bounds[1]}
+    (log_dir / "hparams.yaml").write_text(yaml.safe_dump({**hparams, **({"range_test/schedule": schedule}
+                                                                        if schedule else {})}))
     with SummaryWriter(str(log_dir)) as writer:
         for step in range(len(accs) * STEPS_PER_EPOCH):
             writer.add_scalar("lr", bounds[0] + (bounds[1] - bounds[0]) * (step % 7) / 6, step)
@@ -75,7 +79,7 @@ def two_runs(tmp_path):
 def test_rows_hold_the_logged_numbers(two_runs):
     sgdr, constant = (load_run(d) for d in find_log_dirs([two_runs]))
     assert (sgdr.label, sgdr.schedule, sgdr.base_lr, sgdr.max_lr) == ("+schedule=sgdr", "SGDR", 0.01, 0.1)
-    assert (constant.label, constant.schedule) == ("seed=1", "Constant")  # no schedule node: the default
+    assert (constant.label, constant.schedule) == ("seed=1", "?")  # it recorded no schedule: none is assumed
     assert [e for e, _ in sgdr.val_acc] == [1, 2, 3, 4]
     row = summarize(sgdr, target=0.9)
     assert row["best"] == pytest.approx(0.92) and row["best_epoch"] == 3
@@ -102,7 +106,7 @@ def test_table_and_png(two_runs, tmp_path):
     assert lines[0] == ("| run | schedule | base_lr | max_lr | best val/acc (epoch) | final val/acc | epochs to 0.9 "
                         "| best ensemble/val_acc |")
     assert lines[2] == "| +schedule=sgdr | SGDR | 0.01 | 0.1 | 0.9200 (3) | 0.9000 | 3 | 0.9500 |"
-    assert lines[3] == "| seed=1 | Constant | 0.02 | 0.3 | 0.7000 (3) | 0.7000 | not in 3 | - |"
+    assert lines[3] == "| seed=1 | ? | 0.02 | 0.3 | 0.7000 (3) | 0.7000 | not in 3 | - |"
     assert png.read_bytes()[:8] == PNG_MAGIC
     height, width, _ = matplotlib.image.imread(png).shape  # two panels side by side, 12 in wide at 100 dpi
     assert width == 1200 and 450 < height < 520  # 4.5 in, plus the legend's rows below the panels
@@ -123,7 +127,7 @@ def test_cli(two_runs, tmp_path, capsys):
 def test_hydra_callback_compares_the_sweep(two_runs, capsys):
     CompareRuns(target=0.9).on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(two_runs)}}}))
     out = capsys.readouterr().out
-    assert "| seed=1 | Constant |" in out
+    assert "| seed=1 | ? |" in out
     assert (two_runs / "compare.png").read_bytes()[:8] == PNG_MAGIC
 
 
@@ -145,7 +149,9 @@ def test_a_real_run_with_snapshots(tmp_path):
     assert [e.step for e in events.Scalars("flatness/sigma_0.1")] == [8, 24]  # probed with the snapshots
     png = tmp_path / "real.png"
     table = compare([out], target=0.5, png=png)  # no .hydra folder: named by its log folder
-    assert f"| version_0 | ? | {run.base_lr:.3g} | {run.max_lr:.3g} |" in table
+    # no Hydra folder: named by its log folder; the schedule is the one the range test recorded
+    assert run.shape.startswith("SGDR(cycle_epochs=0.5, ") and "num_cycles=" in run.shape
+    assert f"| version_0 | SGDR | {run.base_lr:.3g} | {run.max_lr:.3g} |" in table
     assert matplotlib.image.imread(png).shape[1] == 1200
 
 
@@ -220,7 +226,10 @@ def test_grid_check_reads_the_bounds_against_the_grid(tmp_path):
     assert "best grid LR: 0.1 (val/acc 0.9000), between base_lr and max_lr" in out
     assert "range-test run (SGDR between the bounds): val/acc 0.8500, -0.0500 vs. the best grid LR, " \
            "better than 4 of 5 grid runs" in out
-    assert "note: grid run 'finder.bounds=[0.03,0.03]' (Constant) did not train a constant LR (0.01 to 0.03)" in out
+    assert "note: grid run 'finder.bounds=[0.03,0.03]' did not train a constant LR (0.01 to 0.03)" in out
+    # the range-test run's schedule is its config's SGDR node: a schedule against the grid's constants
+    assert ("range-test run: SGDR() between the bounds (its LR moved from 0.02 to 0.2), a schedule, while every grid "
+            "run trains a constant LR: the comparison mixes a schedule against constants") in out
     assert png.read_bytes()[:8] == PNG_MAGIC and matplotlib.image.imread(png).shape[:2] == (700, 800)
     # lower is better for a loss: the same numbers, read as losses, put the best grid LR at 1.0
     assert "best grid LR: 1 (val/acc 0.3000), above max_lr (5x higher)" in compare([sweep], png=None,
@@ -232,11 +241,14 @@ def test_grid_check_places_a_constant_range_test_run_on_the_grid(tmp_path):
     sweep = tmp_path / "grid"
     for i, (lr, final) in enumerate([(0.01, 0.6), (0.1, 0.9)]):
         _fake_run(sweep, str(i), {"finder": {"bounds": [lr, lr]}}, [f"finder.bounds=[{lr},{lr}]"], [final], (lr, lr))
-    _fake_run(sweep, "2", {"finder": {"bounds": None}}, ["finder.bounds=null"], [0.8], (0.0316, 0.0316))
+    _fake_run(sweep, "2", {"finder": {"bounds": None}, "schedule": {"_target_": "lightning_clr.schedules.Constant"}},
+              ["finder.bounds=null"], [0.8], (0.0316, 0.0316), schedule="Constant(position=0.5)")
     out = compare([sweep], png=None)
     # 0.6 + log10(3.16) * (0.9 - 0.6) = 0.7499
     assert ("range-test run (Constant between the bounds): val/acc 0.8000, -0.1000 vs. the best grid LR, better than "
             "1 of 2 grid runs; it trained at a constant 0.0316, where the grid's curve reads 0.7499") in out
+    assert ("range-test run: Constant(position=0.5), a constant LR at 0.0316 like every grid run: a like-for-like "
+            "comparison of the LR the range test picked") in out
 
 
 def test_a_symlinked_job_folder_is_in_the_table(tmp_path):
@@ -382,7 +394,74 @@ def test_a_broken_hydra_config_is_one_line_and_the_run_keeps_its_numbers(tmp_pat
     (run / ".hydra" / "overrides.yaml").write_text("seed: 1\n")
     out = compare([sweep], png=None)
     assert "| seed=0 | SGDR | 0.01 | 0.1 | 0.8000 (2) |" in out
-    assert re.search(r"^\| 1 \| \w+ \| 0.02 \| 0.2 \| 0.6000 \(2\) \|", out, re.MULTILINE), out  # named by its folder
+    assert "| 1 | ? | 0.02 | 0.2 | 0.6000 (2) |" in out  # named by its folder; its schedule is unknown
     err = capsys.readouterr().err
     assert f"note: run '1': skipped {run / '.hydra' / 'config.yaml'}: not plain YAML data at line 2" in err
     assert f"note: run '1': skipped {run / '.hydra' / 'overrides.yaml'}: holds a dict where a list belongs" in err
+
+
+# ---------------------------------------------------------------------------- the grid check names what ran
+
+
+def _grid(sweep: Path, lrs: list[float], finals: list[float]) -> None:
+    """Constant-LR runs as ``+sweep=lr_grid`` trains them without ``+schedule``: no schedule node, no hparams."""
+    for i, (lr, final) in enumerate(zip(lrs, finals)):
+        _fake_run(sweep, str(i), {"finder": {"bounds": [lr, lr]}}, [f"finder.bounds=[{lr},{lr}]"], [0.2, final],
+                  (lr, lr))
+        (sweep / str(i) / "tensorboard" / "version_0" / "hparams.yaml").unlink()
+
+
+def test_a_range_test_run_without_a_schedule_node_is_named_by_what_it_recorded(tmp_path):
+    """No ``+schedule``: the config has no schedule node, the range test recorded the default it installed."""
+    sweep = tmp_path / "grid"
+    _grid(sweep, [0.001, 0.01, 0.1], [0.5, 0.7, 0.6])
+    triangular = "Triangular(step_epochs=None, step_size=None, num_cycles=1, cycle_momentum=False)"
+    _fake_run(sweep, "3", {"finder": {"bounds": None}}, ["finder.bounds=null"], [0.4, 0.75], (0.005, 0.05),
+              schedule=triangular)
+    out = compare([sweep], png=None)
+    assert "| finder.bounds=null | Triangular | 0.005 | 0.05 | 0.7500 (2) |" in out
+    assert "| finder.bounds=[0.001,0.001] | ? | 0.001 | 0.001 |" in out  # recorded nothing: not assumed
+    assert "range-test run (Triangular between the bounds): val/acc 0.7500, +0.0500 vs. the best grid LR" in out
+    assert (f"range-test run: {triangular} between the bounds (its LR moved from 0.005 to 0.05), a schedule, while "
+            "every grid run trains a constant LR: the comparison mixes a schedule against constants, so it measures "
+            "the schedule and the pick together (+schedule=constant compares the pick alone)") in out
+    assert "Constant" not in out
+
+
+def test_a_range_test_run_that_recorded_nothing_is_not_called_constant(tmp_path):
+    sweep = tmp_path / "grid"
+    _grid(sweep, [0.001, 0.01], [0.5, 0.7])
+    _fake_run(sweep, "2", {"finder": {"bounds": None}}, ["finder.bounds=null"], [0.4, 0.75], (0.005, 0.05))
+    (next((sweep / "2").rglob("events.out.tfevents.*"))).unlink()
+    with SummaryWriter(str(sweep / "2" / "tensorboard" / "version_0")) as writer:  # val/acc only, no LR
+        writer.add_scalar("val/acc", 0.75, 0)
+    out = compare([sweep], png=None)
+    assert "range-test run (its schedule not recorded): val/acc 0.7500" in out
+    assert ("range-test run: its schedule was not recorded and it logged no LR, so whether it trained a constant LR "
+            "as the grid does is unknown") in out
+
+
+@pytest.mark.parametrize("schedule,constant", [([], False), (["+schedule=constant"], True)])
+def test_the_grid_check_names_the_schedule_a_real_range_test_run_trained(tmp_path, schedule, constant):
+    """A real run of the entry point, with and without ``+schedule``, beside a grid written as its runs write it."""
+    sweep = tmp_path / "grid"
+    _grid(sweep, [0.01, 0.1], [0.5, 0.6])
+    out = sweep / "2"
+    cfg = compose_config([*SMALL, *schedule, "trainer.log_every_n_steps=1"], out)
+    train(cfg)
+    (out / ".hydra").mkdir()  # what Hydra writes next to the run
+    (out / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    (out / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(["finder.bounds=null", *schedule]))
+    spec = schedules.Constant() if constant else schedules.Triangular()  # LRRangeTest's default without +schedule
+    (hparams,) = out.rglob("hparams.yaml")
+    assert yaml.safe_load(hparams.read_text())["range_test/schedule"] == repr(spec)
+    text = compare([sweep], png=None)
+    name = type(spec).__name__
+    label = " ".join(["finder.bounds=null", *schedule])
+    assert f"\n| {label} | {name} | " in text
+    assert f"range-test run ({name} between the bounds): val/acc " in text
+    if constant:
+        assert f"range-test run: {spec!r}, a constant LR at " in text and "a like-for-like comparison" in text
+    else:
+        assert f"range-test run: {spec!r} between the bounds (its LR moved from " in text
+        assert "the comparison mixes a schedule against constants" in text

@@ -6,8 +6,9 @@ Usage::
 
 Each ``RUN_DIR`` is searched for TensorBoard event files, so a Hydra run folder, a multirun
 folder (one run per job) or a ``version_N`` log folder all work. For every run the table shows
-its schedule (``schedule._target_`` in the run's ``.hydra/config.yaml``; ``Constant`` when the
-run had none), the LR bounds (hparams ``range_test/base_lr``, ``range_test/max_lr``, or the
+the schedule it trained (what the run recorded: hparam ``range_test/schedule``, logged by the range
+test with the schedule's class and shape, else the ``schedule`` node of its ``.hydra/config.yaml``;
+``?`` when it recorded neither, never a default assumed), the LR bounds (hparams ``range_test/base_lr``, ``range_test/max_lr``, or the
 config's ``finder.bounds`` when the range test was skipped), the best
 and final ``val/acc``, the epochs until ``val/acc`` first reached ``target``, and the best
 ``ensemble/val_acc`` when a :class:`~lightning_clr.SnapshotEnsemble` logged one. A PNG puts the
@@ -65,7 +66,8 @@ class Run:
     Attributes:
         log_dir: the folder holding the event files.
         label: the run's Hydra overrides (or its folder name).
-        schedule: the schedule's class name, or ``"?"`` when the run has no Hydra config.
+        schedule: the class name of the schedule the run trained, as it recorded it, or ``"?"``
+            when it recorded none.
         base_lr: hparam ``range_test/base_lr`` (``None`` if not logged).
         max_lr: hparam ``range_test/max_lr``.
         val_acc: ``(epoch, val/acc)`` per validation, epochs counted from 1.
@@ -80,6 +82,8 @@ class Run:
         notes: what the event files lost (an event file cut in the middle of a record), one line each.
         unfinished: whether an event file was cut short or holds a corrupt record, so the last
             values read are not the run's last (the table says so next to the final value).
+        shape: the schedule with its shape parameters, e.g. ``SGDR(cycle_epochs=1, ...)``, as
+            recorded (``""`` when it was not).
     """
 
     log_dir: Path
@@ -98,6 +102,7 @@ class Run:
     name: str = ""
     notes: list[str] = field(default_factory=list)
     unfinished: bool = False
+    shape: str = ""
 
 
 #: bytes before a TFRecord's payload (its length, 8, and the length's CRC, 4) and after it (the payload's CRC)
@@ -447,6 +452,24 @@ def _finder_bounds(config: dict[str, Any]) -> tuple[float, float] | None:
     return bounds_pair(value)
 
 
+def _schedule_shape(recorded: _Recorded) -> str:
+    """The schedule the run trained, class and shape, as it recorded it; ``""`` when it did not.
+
+    The range test logs the schedule it installed (hparam ``range_test/schedule``, e.g.
+    ``Triangular(step_epochs=None, ...)``); a run that skipped the range test recorded only its
+    config, whose ``schedule`` node names the schedule when one was selected. Without either,
+    nothing says what ran: no default is assumed.
+    """
+    logged = recorded.hparams.get("range_test/schedule")
+    if isinstance(logged, str) and logged:
+        return logged
+    node = recorded.config.get("schedule")
+    if not isinstance(node, dict) or not isinstance(node.get("_target_"), str):
+        return ""
+    shape = ", ".join(f"{k}={v!r}" for k, v in node.items() if not str(k).startswith("_"))
+    return f"{node['_target_'].rsplit('.', 1)[-1]}({shape})"
+
+
 def _keep_tag(metrics: Sequence[str]) -> Callable[[str], bool]:
     """Which tags :func:`load_run` keeps every value of: those the table, the figure and the checks show."""
     shown = {"epoch", "val/acc", "ensemble/val_acc", "lr", *CURVE_TAGS, *metrics}
@@ -484,12 +507,10 @@ def load_run(log_dir: str | Path, metrics: Sequence[str] = ()) -> Run:
     hydra = _hydra_dir(log_dir)
     name = hydra.parent.name if hydra is not None else log_dir.name
     recorded = _recorded(log_dir, hydra, name)
-    schedule, label, explicit, shown = "?", log_dir.name, None, []
+    label, explicit, shown = log_dir.name, None, []
+    shape = _schedule_shape(recorded)
     if hydra is not None:
         config = recorded.config
-        node = config.get("schedule")
-        target = (node if isinstance(node, dict) else {}).get("_target_", "lightning_clr.schedules.Constant")
-        schedule = str(target).rsplit(".", 1)[-1]
         shown = [o for o in recorded.overrides if not o.startswith(_HIDDEN)]
         label = " ".join(shown) or hydra.parent.name
         # a run without a sweep logs no bounds; interpolated bounds (+sweep=optuna_lr) resolve here
@@ -500,12 +521,12 @@ def load_run(log_dir: str | Path, metrics: Sequence[str] = ()) -> Run:
     val_acc = per_epoch("val/acc")
     stops = f"the run's val/acc stops at epoch {val_acc[-1][0]}" if val_acc else "it holds no val/acc"
     notes = recorded.notes + [_damage_note(f, stops) for f in files if f.problem]
-    return Run(log_dir, label, schedule, base, top, val_acc, per_epoch("ensemble/val_acc"),
+    return Run(log_dir, label, shape.split("(", 1)[0] or "?", base, top, val_acc, per_epoch("ensemble/val_acc"),
                series.get(lr_tag, []) if lr_tag else [], overrides=shown, explicit=explicit, last=last,
                scalars={t: per_epoch(t) for t in {"val/acc", *metrics}},
                curve={t: [value for _, value in series[t]] for t in CURVE_TAGS if t in series},
                name=name, notes=notes,
-               unfinished=any(f.problem for f in files))
+               unfinished=any(f.problem for f in files), shape=shape)
 
 
 def distinct_labels(runs: Sequence[Run]) -> list[str]:
@@ -649,12 +670,14 @@ def grid_check(runs: Sequence[Run], metric: str = "val/acc", higher_is_better: b
         raise ValueError(f"metric={metric}: no grid run logged it; choose one of {', '.join(known) or 'none logged'}")
     ref = tests[0]
     lrs = sorted(v for _, v in ref.lr)
+    flat = bool(lrs) and lrs[-1] <= lrs[0] * 1.001
     return GridCheck(
         metric, higher_is_better, [r.explicit[0] for r in grid], [r.last.get(metric, math.nan) for r in grid],
         ref.base_lr, ref.max_lr, ref.last.get(metric), ref.schedule,
         *(ref.curve.get(tag, []) for tag in CURVE_TAGS),
-        range_lr=lrs[len(lrs) // 2] if lrs and lrs[-1] <= lrs[0] * 1.001 else None,
+        range_lr=lrs[len(lrs) // 2] if flat else None,
         unfinished_lrs=[r.explicit[0] for r in grid if r.unfinished], range_unfinished=ref.unfinished,
+        range_shape=ref.shape, range_lr_moved=(lrs[0], lrs[-1]) if lrs and not flat else None,
     )
 
 
@@ -664,7 +687,8 @@ def _not_constant(runs: Sequence[Run]) -> list[str]:
     for r in runs:
         values = [v for _, v in r.lr if v > 0]
         if r.explicit is not None and values and max(values) > min(values) * 1.001:
-            lines.append(f"note: grid run '{r.label}' ({r.schedule}) did not train a constant LR "
+            schedule = f" ({r.schedule})" if r.schedule != "?" else ""
+            lines.append(f"note: grid run '{r.label}'{schedule} did not train a constant LR "
                          f"({min(values):.3g} to {max(values):.3g}); its point is not a constant-LR result")
     return lines
 
@@ -716,13 +740,16 @@ def format_grid_check(check: GridCheck) -> str:
     if check.range_value is not None:
         sign = 1 if check.higher_is_better else -1
         beaten = [v for v in check.values if sign * (check.range_value - v) > 0]
-        lines.append(f"range-test run ({check.range_schedule} between the bounds): {check.metric} "
+        trained = (f"{check.range_schedule} between the bounds" if check.range_schedule not in ("", "?")
+                   else "its schedule not recorded")
+        lines.append(f"range-test run ({trained}): {check.metric} "
                      f"{check.range_value:.4f}{_UNFINISHED * check.range_unfinished}, "
                      f"{check.range_value - best_value:+.4f} vs. the best grid LR, "
                      f"better than {len(beaten)} of {len(check.values)} grid runs")
         at = check.value_at(check.range_lr) if check.range_lr is not None else None
         if at is not None:
             lines[-1] += f"; it trained at a constant {check.range_lr:.4g}, where the grid's curve reads {at:.4f}"
+    lines.append(check.fairness())
     return "\n".join(lines)
 
 

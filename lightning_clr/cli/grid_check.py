@@ -93,6 +93,9 @@ class GridCheck:
             (the constant schedule), else None.
         unfinished_lrs: grid LRs whose run's event file was cut short: their value is the last one read.
         range_unfinished: whether the range-test run's event file was cut short.
+        range_shape: the range-test run's schedule with its shape, as the run recorded it
+            (``""`` when it recorded none).
+        range_lr_moved: ``(lowest, highest)`` LR the range-test run logged when it moved, else None.
     """
 
     metric: str
@@ -109,6 +112,8 @@ class GridCheck:
     range_lr: float | None = None
     unfinished_lrs: list[float] = field(default_factory=list)
     range_unfinished: bool = False
+    range_shape: str = ""
+    range_lr_moved: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         if len(self.lrs) != len(self.values) or len(self.lrs) < 2:
@@ -134,6 +139,36 @@ class GridCheck:
         lo, hi = self.lrs[i - 1], self.lrs[i]
         t = math.log(lr / lo) / math.log(hi / lo)
         return self.values[i - 1] + t * (self.values[i] - self.values[i - 1])
+
+    @property
+    def range_is_constant(self) -> bool | None:
+        """Whether the range-test run trained one constant LR, as the grid's runs do; None when unknown.
+
+        Its logged LR decides when it logged one (a schedule whose bounds coincide is constant
+        too); else the schedule it recorded (``Constant`` or not).
+        """
+        if self.range_lr is not None or self.range_lr_moved is not None:
+            return self.range_lr is not None
+        if self.range_schedule in ("", "?"):
+            return None
+        return self.range_schedule == "Constant"
+
+    def fairness(self) -> str:
+        """One line: whether the range-test run trained a constant LR, as the grid does, or a schedule."""
+        shape = self.range_shape or self.range_schedule
+        constant = self.range_is_constant
+        if constant is None:
+            return ("range-test run: its schedule was not recorded and it logged no LR, so whether it trained a "
+                    "constant LR as the grid does is unknown")
+        if constant:
+            at = f" at {self.range_lr:.4g}" if self.range_lr is not None else ""
+            return (f"range-test run: {shape}, a constant LR{at} like every grid run: a like-for-like "
+                    "comparison of the LR the range test picked")
+        moved = (f" (its LR moved from {self.range_lr_moved[0]:.3g} to {self.range_lr_moved[1]:.3g})"
+                 if self.range_lr_moved is not None else "")
+        return (f"range-test run: {shape} between the bounds{moved}, a schedule, while every grid run trains a "
+                "constant LR: the comparison mixes a schedule against constants, so it measures the schedule and "
+                "the pick together (+schedule=constant compares the pick alone)")
 
     def where(self, lr: float) -> str:
         """Where ``lr`` falls on the grid, in words, e.g. ``between grid LRs 0.01 and 0.1``."""

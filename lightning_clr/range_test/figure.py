@@ -5,8 +5,10 @@ Tags written (TensorBoard):
 - ``range_test/loss``, ``range_test/loss_raw``, ``range_test/lr``: the sweep, one point per
   sweep step (the step axis is the sweep step).
 - ``range_test/curve``: a figure of loss vs. LR with ``base_lr`` and ``max_lr`` marked.
-- hparams ``range_test/base_lr``, ``range_test/max_lr``, and ``range_test/fallback`` (why)
-  when the curve could not be read and a documented fallback chose the bounds.
+- hparams ``range_test/base_lr``, ``range_test/max_lr``, ``range_test/schedule`` (the schedule
+  installed between them, class and shape, e.g. ``Triangular(step_epochs=None, ..., num_cycles=1, ...)``),
+  and ``range_test/fallback`` (why) when the curve could not be read and a documented fallback
+  chose the bounds. ``python -m lightning_clr.cli.compare`` reads the schedule from here.
 
 The generalization gap is logged by :class:`lightning_clr.callbacks.GeneralizationGap`.
 """
@@ -25,6 +27,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from lightning_clr.range_test.result import RangeTestResult
+    from lightning_clr.schedules import Schedule
 
 
 def plot_range_test(result: RangeTestResult, ax: Any = None) -> Figure:
@@ -69,14 +72,44 @@ def plot_range_test(result: RangeTestResult, ax: Any = None) -> Figure:
     return fig
 
 
+def range_test_hparams(result: RangeTestResult, schedule: Schedule | None) -> dict[str, Any]:
+    """The hparams a range test logs: its bounds, the schedule trained between them, the fallback if one chose them.
+
+    Example::
+
+        >>> from lightning_clr import schedules
+        >>> from lightning_clr.range_test.result import RangeTestResult
+        >>> result = RangeTestResult([], [], [], 0.01, 0.1, "smith", "completed")
+        >>> range_test_hparams(result, schedules.Constant())
+        {'range_test/base_lr': 0.01, 'range_test/max_lr': 0.1, 'range_test/schedule': 'Constant(position=0.5)'}
+    """
+    hparams: dict[str, Any] = {"range_test/base_lr": result.base_lr, "range_test/max_lr": result.max_lr}
+    if schedule is not None:  # class and shape, as the spec's repr writes them
+        hparams["range_test/schedule"] = repr(schedule)
+    if result.fallback:  # the curve could not be read: say so next to the bounds
+        hparams["range_test/fallback"] = result.fallback
+    return hparams
+
+
+def _installed_schedule(trainer: L.Trainer, result: RangeTestResult) -> Schedule | None:
+    """The schedule of the range-test callback whose result ``result`` is, if it is among the Trainer's callbacks."""
+    owner = next((c for c in trainer.callbacks if getattr(c, "result", None) is result), None)
+    return getattr(owner, "schedule", None)
+
+
 @rank_zero_only
-def log_range_test(trainer: L.Trainer, result: RangeTestResult) -> None:
-    """Write the sweep, the figure and the bounds to every logger of ``trainer`` (rank zero)."""
+def log_range_test(trainer: L.Trainer, result: RangeTestResult, schedule: Schedule | None = None) -> None:
+    """Write the sweep, the figure, the bounds and the schedule to every logger of ``trainer`` (rank zero).
+
+    Args:
+        trainer: the Trainer whose loggers receive it.
+        result: the finished range test.
+        schedule: the schedule installed between the bounds; ``None`` takes the one of the
+            range-test callback among ``trainer.callbacks`` whose result ``result`` is.
+    """
     if not trainer.loggers:
         return
-    bounds: dict[str, Any] = {"range_test/base_lr": result.base_lr, "range_test/max_lr": result.max_lr}
-    if result.fallback:  # the curve could not be read: say so next to the bounds
-        bounds["range_test/fallback"] = result.fallback
+    bounds = range_test_hparams(result, schedule or _installed_schedule(trainer, result))
     for logger in trainer.loggers:
         for i, (lr, loss, raw) in enumerate(zip(result.lrs, result.losses, result.raw_losses)):
             logger.log_metrics({"range_test/lr": lr, "range_test/loss": loss, "range_test/loss_raw": raw}, step=i)
