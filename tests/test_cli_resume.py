@@ -92,8 +92,7 @@ def test_without_trust_the_resume_is_refused_naming_both_ways_out(runs, monkeypa
         train(cfg)
     line = str(err.value)
     assert line.startswith(f"ckpt_path={runs['last']}: refused, it pickles objects mypkg.DenseNet, ")
-    assert "if this run wrote it, resume with +trust_checkpoint=true" in line or \
-        "if this run wrote it, resume with trust_checkpoint=true" in line
+    assert "if this run wrote it, resume with trust_checkpoint=true" in line  # the key is in conf/config.yaml
     assert line.endswith("to keep objects out of new checkpoints, call "
                          "self.save_hyperparameters(ignore=['net', 'optimizer'])")
     assert not list(tmp_path.rglob("metrics.csv"))  # nothing trained
