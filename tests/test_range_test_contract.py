@@ -18,6 +18,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_clr import LRRangeTest, RangeTestResult, schedules
+from lightning_clr._compat import FIT_WEIGHTS_ONLY
 from lightning_clr.models import Classifier
 from lightning_clr.range_test import resume, settings
 from lightning_clr.range_test.readability import EXTEND, FALLBACK, READ, RERUN, Policy, decide, extension
@@ -419,3 +420,52 @@ class TestResumeMessages:
             "trainer.accumulate_grad_batches and trainer.devices (whichever changed), or start a new run without "
             "ckpt_path")
         assert resume.mismatch(saved, saved) is None
+
+    def test_a_field_an_older_checkpoint_did_not_save_counts_as_its_default(self):
+        spec = schedules.SGDR(cycle_steps=10)
+        now = resume.plan(spec, (0.01, 0.1), [1.0], steps_per_epoch=16, total_steps=64)
+        older = copy.deepcopy(now)
+        del older["schedule"]["restart_warmup_steps"], older["schedule"]["restart_warmup"]
+        assert resume.mismatch(older, now) is None
+        ramped = resume.plan(dataclasses.replace(spec, restart_warmup_steps=3), (0.01, 0.1), [1.0],
+                             steps_per_epoch=16, total_steps=64)
+        message = resume.mismatch(older, ramped)  # the older version trained without the ramp: not this run
+        assert message.startswith("the checkpoint trained with SGDR(cycle_epochs=None, cycle_steps=10, ")
+        assert "restart_warmup_steps=None)" in message and "restart_warmup_steps=3)" in message
+
+    def test_a_saved_field_still_counts_as_saved(self):
+        spec = schedules.SGDR(cycle_steps=10)
+        saved = resume.plan(dataclasses.replace(spec, restart_warmup_steps=3), (0.01, 0.1), [1.0], 16, 64)
+        assert "restart_warmup_steps=3) but this run configures" in resume.mismatch(
+            saved, resume.plan(spec, (0.01, 0.1), [1.0], 16, 64))
+
+    def test_field_defaults_are_the_specs(self):
+        assert resume.field_defaults("SGDR")["restart_warmup_steps"] is None
+        assert resume.field_defaults("SGDR")["cycle_mult"] == 2.0
+        assert resume.field_defaults("NoSuchSchedule") == {} and resume.field_defaults(None) == {}
+
+    @pytest.mark.slow
+    def test_a_checkpoint_from_before_a_field_was_added_resumes(self, tmp_path):
+        spec = schedules.SGDR(cycle_steps=4)
+        first = tiny_trainer(tmp_path, callbacks=[LRRangeTest(spec, num_steps=20, progress_bar=False)], max_steps=6,
+                             max_epochs=-1)
+        first.fit(tiny_model(), datamodule=tiny_data())
+        path = tmp_path / "older.ckpt"
+        first.save_checkpoint(path)
+        checkpoint = torch.load(path, weights_only=True)
+        (key,) = [k for k in checkpoint["callbacks"] if k.startswith("LRRangeTest")]
+        del checkpoint["callbacks"][key]["schedule"]["restart_warmup_steps"]  # as an earlier version saved it
+        torch.save(checkpoint, path)
+        finder, recorder = LRRangeTest(schedules.SGDR(cycle_steps=4), num_steps=20, progress_bar=False), LRRecorder()
+        trainer = tiny_trainer(tmp_path, callbacks=[finder, recorder], max_steps=10, max_epochs=-1)
+        trainer.fit(tiny_model(), datamodule=tiny_data(), ckpt_path=path, **FIT_WEIGHTS_ONLY)
+        assert finder.restored and trainer.global_step == 10 and len(recorder.lrs) == 4
+        result = first.callbacks[0].result
+        expected = spec.build(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0), result.base_lr,
+                              result.max_lr, steps_per_epoch=16, total_steps=10)
+        lrs = []
+        for _ in range(10):
+            lrs.append(expected.get_last_lr()[0])
+            expected.optimizer.step()
+            expected.step()
+        np.testing.assert_allclose([lrs_[0] for lrs_ in recorder.lrs], lrs[6:], rtol=1e-9)  # it goes on at step 6

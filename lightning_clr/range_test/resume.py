@@ -6,16 +6,18 @@ the :func:`plan` of the run next to its result, and on resume refuses (before an
 training) a run whose plan differs in anything that would move the LR off the curve the
 checkpoint was following: the schedule's shape, the bounds, the param groups' ratios, the
 run length (for schedules that span the run) or the epoch length (for schedules measured
-in epochs).
+in epochs). A schedule field that a checkpoint of an earlier version did not save (one
+added since, e.g. SGDR's ``restart_warmup_steps``) counts as its default: that version
+trained as the default does.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict
+from dataclasses import MISSING, asdict, fields
 from typing import Any
 
-from lightning_clr.schedules import Schedule
+from lightning_clr.schedules import SCHEDULES, Schedule
 
 
 def describe(spec: Schedule | None) -> dict[str, Any]:
@@ -47,6 +49,25 @@ def plan(
     }
 
 
+def field_defaults(name: str | None) -> dict[str, Any]:
+    """The default of every field of the schedule spec class called ``name`` (``{}`` for one this version lacks)."""
+    spec = next((cls for cls in SCHEDULES.values() if cls.__name__ == name), None)
+    if spec is None:
+        return {}
+    defaults = {}
+    for f in fields(spec):
+        if f.default is not MISSING:
+            defaults[f.name] = f.default
+        elif f.default_factory is not MISSING:
+            defaults[f.name] = f.default_factory()
+    return defaults
+
+
+def with_defaults(described: dict[str, Any]) -> dict[str, Any]:
+    """A schedule as :func:`describe` gives it, with each field it lacks at that field's default."""
+    return {**field_defaults(described.get("spec")), **described}
+
+
 def _spec_text(described: dict[str, Any]) -> str:
     if described["spec"] is None:
         return "no schedule (a Schedule-Free optimizer)"
@@ -62,7 +83,7 @@ def mismatch(saved: dict[str, Any], now: dict[str, Any]) -> str | None:
 
     Args:
         saved: the :func:`plan` stored in the checkpoint (keys missing in older
-            checkpoints are not compared).
+            checkpoints are not compared; a schedule field missing there counts as its default).
         now: the :func:`plan` of this run.
 
     Returns:
@@ -70,8 +91,8 @@ def mismatch(saved: dict[str, Any], now: dict[str, Any]) -> str | None:
         naming the difference and the fix.
     """
     fix = "or start a new run without ckpt_path"
-    if "schedule" in saved and saved["schedule"] != now["schedule"]:
-        return (f"the checkpoint trained with {_spec_text(saved['schedule'])} but this run configures "
+    if "schedule" in saved and with_defaults(saved["schedule"]) != now["schedule"]:
+        return (f"the checkpoint trained with {_spec_text(with_defaults(saved['schedule']))} but this run configures "
                 f"{_spec_text(now['schedule'])}; resume with the checkpoint's schedule settings, {fix}")
     if "bounds" in saved and not _close(saved["bounds"], now["bounds"]):
         (b0, m0), (b1, m1) = saved["bounds"], now["bounds"]
