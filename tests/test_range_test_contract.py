@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from lightning_clr import LRRangeTest, RangeTestResult, schedules
 from lightning_clr._compat import FIT_WEIGHTS_ONLY
 from lightning_clr.models import Classifier
-from lightning_clr.range_test import resume, settings
+from lightning_clr.range_test import readability, resume, settings
 from lightning_clr.range_test.readability import EXTEND, FALLBACK, READ, RERUN, Policy, decide, extension
 from lightning_clr.range_test.sweep import sweep_lrs
 from tests.helpers import LRRecorder, tiny_data, tiny_model, tiny_trainer
@@ -74,10 +74,13 @@ class TestNamedSettings:
     def test_the_sweep_cap_is_the_share_of_the_run_but_never_under_min_steps(self, share, total, cap):
         assert settings.sweep_cap(share, total) == cap
 
-    @pytest.mark.parametrize("steps, cap, reruns", [(20, 20, 0), (20, 39, 0), (20, 40, 1), (20, 80, 2), (200, 500, 1),
-                                                    (200, None, None)])
-    def test_reruns_within_the_cap(self, steps, cap, reruns):
-        assert settings.reruns_within(steps, cap) == reruns
+    @pytest.mark.parametrize("share, total, taken, note", [
+        (0.5, 60, 30, settings.Note("the run has 60 optimizer steps; the sweep takes 30 (sweep_share=0.5).")),
+        (0.5, 28, 20, settings.Note("the sweep takes 20 steps, the fewest a curve can be read from: 0.71x the run's "
+                                    "28 (sweep_share=0.5); bounds=(base_lr, max_lr) skips the sweep.", warn=True)),
+        (0.5, 1000, 200, None), (None, 60, 200, None), (0.5, None, 200, None)])
+    def test_what_is_said_about_the_sweeps_length(self, share, total, taken, note):
+        assert settings.cap_note(share, total, asked=200, taken=taken) == note
         with pytest.raises(TypeError, match="schedule must be a lightning_clr.schedules spec, got str"):
             settings.check_schedule("sgdr")
 
@@ -113,6 +116,13 @@ class TestDecide:
         assert decision.action == EXTEND
         np.testing.assert_allclose(decision.lrs, 10 ** (np.arange(1, 11) / 10), rtol=1e-9)  # ten more 0.1 decades
         assert decision.reason == "the loss still falls at the last LR (1); sweeping on to lr 10"
+
+    @pytest.mark.parametrize("num_steps, cap, planned, reruns", [(20, 20, 20, 0), (20, 39, 20, 0), (20, 40, 20, 1),
+                                                                 (20, 80, 20, 2), (20, 1000, 20, 2), (200, 500, 200, 1),
+                                                                 (200, 30, 30, 0), (200, None, 200, 2)])
+    def test_a_cap_shortens_the_sweep_and_keeps_the_reruns_that_fit(self, num_steps, cap, planned, reruns):
+        capped = readability.capped(policy(num_steps=num_steps), cap)
+        assert (capped.num_steps, capped.max_reruns, capped.max_steps) == (planned, reruns, cap)
 
     def test_an_extension_stops_at_max_steps(self):
         decision = decide(LRS, falling(), extended=0, reruns=0, stop="completed", policy=policy(max_steps=45))

@@ -34,9 +34,9 @@ from lightning_clr.range_test.lr_free import (
     has_batch_norm,
     is_schedule_free,
     outside_the_loop,
-    warmup_steps,
+    train_without_schedule,
 )
-from lightning_clr.range_test.readability import RERUN, Decision, Policy, decide
+from lightning_clr.range_test.readability import RERUN, Decision, Policy, capped, decide
 from lightning_clr.range_test.result import RangeTestResult
 from lightning_clr.range_test.sweep import (
     batch_stream,
@@ -309,26 +309,11 @@ class LRRangeTest(Callback):
 
     def _policy(self, total: int | None) -> Policy:
         """What the settings allow a sweep whose curve cannot be read yet (see :mod:`.readability`), in a run of
-        ``total`` optimizer steps (``None``: unknown)."""
+        ``total`` optimizer steps (``None``: unknown), with its length capped by ``sweep_share``."""
         # the default end is a first guess the sweep may pass; an end the user set is a ceiling
         ceiling = settings.MAX_LR if self._end_lr == settings.DEFAULT_END_LR else self._end_lr
-        cap = settings.sweep_cap(self._sweep_share, total)
-        num_steps = self._num_steps if cap is None else min(self._num_steps, cap)
-        reruns = settings.reruns_within(num_steps, cap)
-        max_reruns = self._max_reruns if reruns is None else min(self._max_reruns, reruns)
-        return Policy(self._mode, num_steps, self._max_extensions, self._min_fall, max_reruns, ceiling, cap)
-
-    def _announce_cap(self, total: int | None, policy: Policy) -> None:
-        """Say when ``sweep_share`` shortened the sweep, or could not."""
-        if total is None or self._sweep_share is None:
-            return
-        if self._sweep_share * total < settings.MIN_STEPS:
-            rank_zero_warn(f"LRRangeTest: the sweep takes {policy.num_steps} steps, the fewest a curve can be read "
-                           f"from: {policy.num_steps / total:.2f}x the run's {total} (sweep_share={self._sweep_share:g}); "
-                           "bounds=(base_lr, max_lr) skips the sweep.")
-        elif policy.num_steps < self._num_steps:
-            rank_zero_info(f"LRRangeTest: the run has {total} optimizer steps; the sweep takes {policy.num_steps} "
-                           f"(sweep_share={self._sweep_share:g}).")
+        policy = Policy(self._mode, self._num_steps, self._max_extensions, self._min_fall, self._max_reruns, ceiling)
+        return capped(policy, settings.sweep_cap(self._sweep_share, total))
 
     def _step_counts(self, trainer: L.Trainer, shaped: bool = True) -> tuple[int, int | None]:
         """``(steps_per_epoch, total_steps)``; a loader without a length works unless the shape needs it.
@@ -365,7 +350,9 @@ class LRRangeTest(Callback):
     def _sweep(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: torch.optim.Optimizer,
                ratios: list[float], total: int | None) -> RangeTestResult:
         policy = self._policy(total)
-        self._announce_cap(total, policy)
+        note = settings.cap_note(self._sweep_share, total, asked=self._num_steps, taken=policy.num_steps)
+        if note is not None:
+            (rank_zero_warn if note.warn else rank_zero_info)(f"LRRangeTest: {note.text}")
         # the held-out batches of the val_loss metric are fetched once, for every run
         val_batches = held_out_batches(trainer, self._val_batches) if self._metric == "val_loss" else None
         for reruns in range(self._max_reruns + 1):
@@ -410,23 +397,11 @@ class LRRangeTest(Callback):
     def _install_free(self, trainer: L.Trainer, optimizer: torch.optim.Optimizer) -> None:
         """A Schedule-Free optimizer trains at ``max_lr`` (times each group's ratio), with no schedule."""
         assert self.result is not None
-        result, ratios, name = self.result, self._group_ratios, type(optimizer).__name__
-        for group, ratio in zip(optimizer.param_groups, ratios):
-            group["lr"] = result.max_lr * ratio
-        if trainer.lr_scheduler_configs:
-            names = ", ".join(type(c.scheduler).__name__ for c in trainer.lr_scheduler_configs)
-            rank_zero_warn(f"LRRangeTest: dropping the scheduler from configure_optimizers ({names}): {name} is "
-                           "Schedule-Free and trains at a constant lr after its own warm-up.")
-        if self._schedule_given:
-            rank_zero_warn(f"LRRangeTest: schedule={type(self.schedule).__name__} is not installed: {name} is "
-                           "Schedule-Free and trains at a constant lr after its own warm-up.")
-        trainer.strategy.lr_scheduler_configs = []
+        result = self.result
+        train_without_schedule(trainer, optimizer, result, self._group_ratios,
+                               ignored=type(self.schedule).__name__ if self._schedule_given else None)
         self.scheduler = None
-        self._plan = resume.plan(None, (result.base_lr, result.max_lr), ratios, None, None)
-        warmup = warmup_steps(optimizer)
-        rank_zero_info(f"LRRangeTest: {name} trains at lr={result.max_lr:.4g} (the found max_lr) with no schedule, "
-                       + (f"after its own warm-up of {warmup} steps" if warmup else "without warm-up")
-                       + f" (rule={result.rule}, {result.stop_reason}).")
+        self._plan = resume.plan(None, (result.base_lr, result.max_lr), self._group_ratios, None, None)
 
     def _eval_mode(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """The Schedule-Free optimizer in eval mode, BatchNorm statistics recomputed at its eval weights

@@ -25,10 +25,12 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 
 from lightning_clr._compat import scratch_results
 from lightning_clr.range_test.restore import untouched
+from lightning_clr.range_test.result import RangeTestResult
 
 #: param-group keys of the step-size estimators whose ``lr`` is a multiplier (Prodigy, D-Adaptation)
 _ESTIMATOR_KEYS = ("d", "d0")
@@ -54,6 +56,33 @@ def ready_to_sweep(optimizer: torch.optim.Optimizer) -> None:
 def warmup_steps(optimizer: torch.optim.Optimizer) -> int:
     """The optimizer's own linear warm-up, in steps (0 for none)."""
     return int(optimizer.param_groups[0].get("warmup_steps", 0))
+
+
+def train_without_schedule(trainer: L.Trainer, optimizer: torch.optim.Optimizer, result: RangeTestResult,
+                           ratios: list[float], ignored: str | None = None) -> None:
+    """Set each param group's ``lr`` to ``result.max_lr`` times its ratio and install no scheduler.
+
+    Args:
+        trainer: the Trainer in ``on_fit_start``.
+        optimizer: the Schedule-Free optimizer.
+        result: the range test's result (or the explicit bounds).
+        ratios: each param group's LR ratio to the first.
+        ignored: the name of a schedule the user asked for, which is not installed (with a warning).
+    """
+    name = type(optimizer).__name__
+    for group, ratio in zip(optimizer.param_groups, ratios):
+        group["lr"] = result.max_lr * ratio
+    why = f"{name} is Schedule-Free and trains at a constant lr after its own warm-up."
+    if trainer.lr_scheduler_configs:
+        names = ", ".join(type(c.scheduler).__name__ for c in trainer.lr_scheduler_configs)
+        rank_zero_warn(f"LRRangeTest: dropping the scheduler from configure_optimizers ({names}): {why}")
+    if ignored is not None:
+        rank_zero_warn(f"LRRangeTest: schedule={ignored} is not installed: {why}")
+    trainer.strategy.lr_scheduler_configs = []
+    warmup = warmup_steps(optimizer)
+    rank_zero_info(f"LRRangeTest: {name} trains at lr={result.max_lr:.4g} (the found max_lr) with no schedule, "
+                   + (f"after its own warm-up of {warmup} steps" if warmup else "without warm-up")
+                   + f" (rule={result.rule}, {result.stop_reason}).")
 
 
 def multiplier_lr_reason(optimizer: torch.optim.Optimizer) -> str | None:

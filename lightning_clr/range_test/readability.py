@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from lightning_clr.selection import prepare
 
@@ -72,6 +72,18 @@ class Decision:
     reason: str
     lrs: tuple[float, ...] = ()
     fall: float | None = None
+
+
+def capped(policy: Policy, cap: int | None) -> Policy:
+    """``policy`` within ``cap`` steps a run (``None``: as it is): fewer planned steps if need be, and only the
+    reruns whose doubled length still fits."""
+    if cap is None:
+        return policy
+    num_steps = min(policy.num_steps, cap)
+    reruns = 0
+    while reruns < policy.max_reruns and num_steps * 2 ** (reruns + 1) <= cap:
+        reruns += 1
+    return replace(policy, num_steps=num_steps, max_reruns=reruns, max_steps=cap)
 
 
 def extension(lrs: Sequence[float], mode: str, num_steps: int, ceiling: float) -> tuple[float, ...]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from lightning_clr import schedules
@@ -126,14 +127,32 @@ def sweep_cap(sweep_share: float | None, total_steps: int | None) -> int | None:
     return max(MIN_STEPS, math.floor(sweep_share * total_steps))
 
 
-def reruns_within(num_steps: int, cap: int | None) -> int | None:
-    """How many reruns (each twice as long as the last, from ``num_steps``) fit under ``cap`` (``None``: any)."""
-    if cap is None:
+@dataclass(frozen=True)
+class Note:
+    """A line to print: ``text``, as a warning when ``warn``."""
+
+    text: str
+    warn: bool = False
+
+
+def cap_note(sweep_share: float | None, total_steps: int | None, *, asked: int, taken: int) -> Note | None:
+    """What to say about the sweep's length under ``sweep_share``, if anything.
+
+    Args:
+        sweep_share: the setting.
+        total_steps: the run's optimizer steps (``None``: unknown).
+        asked: ``num_steps``.
+        taken: the steps the sweep takes.
+    """
+    if sweep_share is None or total_steps is None:
         return None
-    reruns = 0
-    while num_steps * 2 ** (reruns + 1) <= cap:
-        reruns += 1
-    return reruns
+    if sweep_share * total_steps < MIN_STEPS:
+        return Note(f"the sweep takes {taken} steps, the fewest a curve can be read from: {taken / total_steps:.2f}x "
+                    f"the run's {total_steps} (sweep_share={sweep_share:g}); bounds=(base_lr, max_lr) skips the sweep.",
+                    warn=True)
+    if taken < asked:
+        return Note(f"the run has {total_steps} optimizer steps; the sweep takes {taken} (sweep_share={sweep_share:g}).")
+    return None
 
 
 def check_divergence_threshold(value: Any) -> float | None:
