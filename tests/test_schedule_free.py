@@ -215,6 +215,25 @@ def test_every_checkpoint_stores_the_eval_weights_and_the_live_ones_stay(tmp_pat
     assert trainer.global_step == BATCHES  # training went on after each save
 
 
+class Tied(Recorded):
+    """An encoder and a decoder sharing one weight, as tied embeddings do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(8, 8, bias=False), nn.ReLU(), nn.Linear(8, 8, bias=False), nn.Linear(8, 2))
+        self.net[2].weight = self.net[0].weight
+
+
+def test_a_shared_weight_is_stored_at_x_under_each_of_its_names(tmp_path):
+    every = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=3, save_top_k=-1)
+    saver, model = SavedWeights(), Tied()
+    _fit(tmp_path, model, LRRangeTest(bounds=(0.01, 0.1), progress_bar=False), callbacks=[every, saver])
+    ckpt = torch.load(tmp_path / "ckpt" / "epoch=0-step=6.ckpt", weights_only=True)
+    x = saver.saved[1][1]["net.0.weight"]
+    assert torch.equal(ckpt["state_dict"]["net.0.weight"], x) and torch.equal(ckpt["state_dict"]["net.2.weight"], x)
+    assert not torch.equal(x, saver.saved[1][2]["net.0.weight"])  # x, not the live y
+
+
 @pytest.mark.slow
 def test_resume_from_an_epoch_checkpoint_ends_where_an_uninterrupted_run_does(tmp_path):
     every = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_top_k=-1)  # one per epoch, at the end of validation

@@ -281,7 +281,9 @@ class LRRangeTest(Callback):
     @override
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
         if self._modes is not None:  # the eval weights, without moving the live ones
-            names = {p: name for name, p in pl_module.named_parameters()}
+            names: dict[torch.Tensor, list[str]] = {}
+            for name, p in pl_module.named_parameters(remove_duplicate=False):  # tied weights under each name
+                names.setdefault(p, []).append(name)
             self._modes.checkpoint(checkpoint, checkpoint["state_dict"], names)
 
     @override

@@ -192,13 +192,14 @@ class ScheduleFreeModes:
         module.train(was_training)
 
     def checkpoint(self, checkpoint: dict[str, Any], state_dict: dict[str, torch.Tensor],
-                   names: dict[torch.Tensor, str]) -> None:
+                   names: dict[torch.Tensor, str | list[str]]) -> None:
         """Store the eval weights ``x`` (what a user loads to evaluate) and mark the optimizer's state as eval mode.
 
         Args:
             checkpoint: Lightning's checkpoint dict, in ``on_save_checkpoint``.
             state_dict: the module's ``state_dict()`` as stored in the checkpoint.
-            names: each parameter's key in ``state_dict``.
+            names: each parameter's key in ``state_dict``, or its keys (a parameter shared by two
+                modules, such as tied embeddings, is stored under each of its names).
 
         The live parameters are not moved, so training goes on exactly. On resume, the optimizer
         loads in eval mode with the parameters at ``x``, and the first training step's
@@ -208,8 +209,9 @@ class ScheduleFreeModes:
             return  # already at x: the stored weights are the eval weights
         stored = dict(state_dict)
         for p, x in eval_weights(self.optimizer).items():
-            if p in names:
-                stored[names[p]] = x.to(state_dict[names[p]].device)
+            keys = names.get(p, [])
+            for key in [keys] if isinstance(keys, str) else keys:
+                stored[key] = x.to(state_dict[key].device)
         checkpoint["state_dict"] = stored
         for states in checkpoint.get("optimizer_states", []):
             for group in states.get("param_groups", []):
