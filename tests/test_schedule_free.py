@@ -249,3 +249,14 @@ def test_resume_from_an_epoch_checkpoint_ends_where_an_uninterrupted_run_does(tm
     assert [c[1] for c in resumed.calls if c[0] == "train" and c[2]] == [True] * BATCHES  # y again from step 1
     for name, value in whole.state_dict().items():  # weights and BatchNorm statistics, at x
         torch.testing.assert_close(resumed.state_dict()[name], value, rtol=1e-5, atol=1e-6, msg=name)
+
+
+@pytest.mark.slow
+def test_a_run_resumed_mid_epoch_trains_at_y_from_its_first_step(tmp_path):
+    every = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=3, save_top_k=-1)
+    _fit(tmp_path / "first", Recorded(), LRRangeTest(bounds=(0.01, 0.1), progress_bar=False), callbacks=[every])
+    resumed = Recorded()  # no sanity check: the first hook to run is the first training batch's
+    trainer = _fit(tmp_path / "again", resumed, LRRangeTest(bounds=(0.01, 0.1), progress_bar=False),
+                   ckpt_path=tmp_path / "ckpt" / "epoch=0-step=3.ckpt", num_sanity_val_steps=0)
+    modes = [c[1] for c in resumed.calls if c[0] == "train" and c[2]]
+    assert modes == [True] * (BATCHES - 3) and trainer.global_step == BATCHES
