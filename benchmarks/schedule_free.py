@@ -1,11 +1,11 @@
 """Schedule-Free AdamW at its default LR against Schedule-Free AdamW with its LR found by ``LRRangeTest()``.
 
-    pip install -e ".[bench]" && python benchmarks/schedule_free.py     # about 10 minutes on 2 cores
+    pip install -e ".[bench]" && python benchmarks/schedule_free.py     # about 2 minutes on 2 cores with the suite's cache
 
 Schedule-Free AdamW (``schedulefree.AdamWScheduleFree``) needs no schedule, but it still has a
-learning rate. For each task of the suite (``suite_tasks.py``; by default every task but the
-two character language models, the slowest), on seeds 0 and 1, with the task's network, loss,
-weight decay and epochs, and a warm-up of 5% of the run:
+learning rate. For each task of the suite (``suite_tasks.py``; ``--tasks`` picks some), on
+seeds 0 and 1, with the task's network, loss, weight decay and epochs, and a warm-up of 5% of
+the run:
 
 - ``default``: lr 0.0025, the package's default: the suite's "schedule-free AdamW" row, read
   from ``suite_anchors.json`` when it holds the task, seed and epochs (``--no-cache``: trained);
@@ -40,8 +40,6 @@ from lightning_clr import LRRangeTest
 from lightning_clr.cli.compare import markdown
 
 SEEDS = (0, 1)
-SLOW = ("gru-lm", "transformer-lm")  # left out by default: the two slowest tasks
-DEFAULT_TASKS = [n for n in st.TASKS if n not in SLOW]
 
 _ROOT: list[str] = []
 
@@ -114,8 +112,8 @@ def task_block(name: str, epochs: int, seeds: Sequence[int], res: dict) -> tuple
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--tasks", nargs="+", default=DEFAULT_TASKS, choices=list(st.TASKS),
-                   help="suite tasks (default: all but " + ", ".join(SLOW) + ")")
+    p.add_argument("--tasks", nargs="+", default=list(st.TASKS), choices=list(st.TASKS),
+                   help="suite tasks (default: all)")
     p.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS), help="seeds (default 0 1)")
     p.add_argument("--epochs", type=int, default=None, help="training budget of every task (default: each task's own)")
     p.add_argument("--anchors", type=Path, default=ANCHORS, help="the suite's cache, for the default-lr rows")
