@@ -12,6 +12,7 @@ Tags written: ``ensemble/val_loss`` (negative log-likelihood of the averaged pro
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import re
 import uuid
@@ -31,6 +32,7 @@ from typing_extensions import override
 
 from lightning_clr.callbacks.batches import BatchLayout, Picker, first_batch
 from lightning_clr.range_test import steps
+from lightning_clr.range_test.figure import write_cause
 from lightning_clr.schedules import Schedule
 
 SNAPSHOT_FILE = re.compile(r"^cycle_(\d+)\.pt$")
@@ -177,9 +179,8 @@ class SnapshotEnsemble(Callback):
             path = self.dirpath / f"cycle_{snapshot.cycle}.pt"
             if snapshot.path is not None and snapshot.path.resolve() == path.resolve():
                 continue
-            if trainer.is_global_zero:
-                self._write(snapshot.state, path)
-            snapshot.path = path
+            written = self._write(snapshot.state, path) if trainer.is_global_zero else True
+            snapshot.path = path if written else None
 
     @override
     def on_train_batch_end(
@@ -196,18 +197,32 @@ class SnapshotEnsemble(Callback):
         path = None
         if self._save and self.dirpath is not None:
             path = self.dirpath / f"cycle_{cycle}.pt"
-            if trainer.is_global_zero:
-                self._write(state, path)
+            if trainer.is_global_zero and not self._write(state, path):
+                path = None
         snapshot = Snapshot(cycle=cycle, step=trainer.global_step, state=state, path=path)
         self._keep(snapshot)
         return snapshot
 
     @staticmethod
-    def _write(state: dict[str, torch.Tensor], path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    def _write(state: dict[str, torch.Tensor], path: Path) -> bool:
+        """Write ``state`` to ``path`` atomically; whether it was written.
+
+        A failed write (a full disk, a read-only folder) warns on one line and leaves no partial
+        file: the snapshot stays in memory, in the ensemble, and training goes on.
+        """
         tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-        torch.save(state, tmp)
-        tmp.replace(path)  # atomic: a reader never sees half a file
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "wb") as f:  # a Python file: a failed write raises OSError, not a RuntimeError
+                torch.save(state, f)
+            tmp.replace(path)  # atomic: a reader never sees half a file
+        except OSError as err:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            rank_zero_warn(f"SnapshotEnsemble: could not write '{path}' ({write_cause(err)}); the snapshot stays in "
+                           "memory and in the ensemble, training goes on (load_ensemble will not find it)")
+            return False
+        return True
 
     def _keep(self, snapshot: Snapshot) -> None:
         self.snapshots.append(snapshot)

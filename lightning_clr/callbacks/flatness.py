@@ -29,6 +29,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities import rank_zero_warn
 from lightning_utilities.core.apply_func import apply_to_collection
 from torch import nn
@@ -36,6 +37,7 @@ from typing_extensions import override
 
 from lightning_clr.callbacks.batches import BatchLayout, Picker, first_batch
 from lightning_clr.range_test import steps
+from lightning_clr.range_test.figure import failed_write, write_cause
 from lightning_clr.schedules import Schedule
 
 LossFn = Callable[[nn.Module, Any], torch.Tensor]
@@ -299,6 +301,19 @@ class FlatnessProbe(Callback):
         step = trainer.global_step
         if trainer.is_global_zero:
             for logger in trainer.loggers:
-                logger.log_metrics(metrics, step=step)
+                _log(logger, metrics, step)
         self.history.append({"step": step, **metrics})
         return metrics
+
+
+def _log(logger: Logger, metrics: dict[str, float], step: int) -> None:
+    """Log ``metrics``; a failed write (a full disk, a read-only folder) warns on one line and training goes on."""
+    try:
+        logger.log_metrics(metrics, step=step)
+    except (OSError, ValueError) as err:  # loggers wrap what add_scalar raised in a ValueError
+        failure = failed_write(err)
+        if failure is None:
+            raise
+        where = getattr(logger, "log_dir", None) or type(logger).__name__
+        rank_zero_warn(f"FlatnessProbe: could not write {', '.join(metrics)} at step {step} to '{where}' "
+                       f"({write_cause(failure)}); training goes on (FlatnessProbe.history keeps them)")

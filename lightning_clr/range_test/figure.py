@@ -16,12 +16,15 @@ The generalization gap is logged by :class:`lightning_clr.callbacks.Generalizati
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import lightning as L
-from lightning.pytorch.loggers import TensorBoardLogger
-from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.loggers import Logger, TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -97,9 +100,54 @@ def _installed_schedule(trainer: L.Trainer, result: RangeTestResult) -> Schedule
     return getattr(owner, "schedule", None)
 
 
+def failed_write(err: BaseException) -> OSError | None:
+    """The ``OSError`` behind ``err`` (itself, or a cause: loggers wrap it), when ``err`` is a failed write.
+
+    A full disk (``ENOSPC``), a read-only or vanished folder: what a diagnostics write may meet
+    on a long run, and no reason to stop training.
+    """
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, OSError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def write_cause(err: OSError) -> str:
+    """The reason a write failed, in words, e.g. ``No space left on device``."""
+    if err.strerror:
+        return err.strerror
+    return os.strerror(err.errno) if err.errno else str(err) or type(err).__name__
+
+
+def _attempt(write: Callable[[], Any], what: str, where: str | Path, result: RangeTestResult) -> bool:
+    """Run ``write``; a failed write warns on one line (what, where, why, the bounds kept) and returns False."""
+    try:
+        write()
+    except (OSError, ValueError) as err:
+        failure = failed_write(err)
+        if failure is None:
+            raise
+        rank_zero_warn(f"LRRangeTest: could not write {what} to '{where}' ({write_cause(failure)}); training goes "
+                       f"on with base_lr={result.base_lr:.4g}, max_lr={result.max_lr:.4g} (finder.result keeps the "
+                       "curve)")
+        return False
+    return True
+
+
+def _log_curve(logger: Logger, result: RangeTestResult) -> None:
+    for i, (lr, loss, raw) in enumerate(zip(result.lrs, result.losses, result.raw_losses)):
+        logger.log_metrics({"range_test/lr": lr, "range_test/loss": loss, "range_test/loss_raw": raw}, step=i)
+
+
 @rank_zero_only
 def log_range_test(trainer: L.Trainer, result: RangeTestResult, schedule: Schedule | None = None) -> None:
     """Write the sweep, the figure, the bounds and the schedule to every logger of ``trainer`` (rank zero).
+
+    These are diagnostics: a write that fails (a full disk, a read-only folder) warns on one
+    line naming the file and the cause, and training goes on with the bounds in ``finder.result``.
 
     Args:
         trainer: the Trainer whose loggers receive it.
@@ -111,12 +159,29 @@ def log_range_test(trainer: L.Trainer, result: RangeTestResult, schedule: Schedu
         return
     bounds = range_test_hparams(result, schedule or _installed_schedule(trainer, result))
     for logger in trainer.loggers:
-        for i, (lr, loss, raw) in enumerate(zip(result.lrs, result.losses, result.raw_losses)):
-            logger.log_metrics({"range_test/lr": lr, "range_test/loss": loss, "range_test/loss_raw": raw}, step=i)
-        logger.log_hyperparams(bounds)
-        if isinstance(logger, TensorBoardLogger):
-            fig = plot_range_test(result)
-            fig.savefig(Path(logger.log_dir) / "range_test.png")
-            logger.experiment.add_figure("range_test/curve", fig, global_step=0, close=True)  # closes fig
+        _log_to(logger, result, bounds)
         # no logger.save() here: TensorBoardLogger writes hparams.yaml once, and the module's own
         # hyperparameters are logged after on_fit_start; Lightning saves at the end of fit
+
+
+def _log_to(logger: Logger, result: RangeTestResult, hparams: dict[str, Any]) -> None:
+    """The curve, the hparams and (TensorBoard) the figure, each write on its own: one that fails only warns."""
+    where = getattr(logger, "log_dir", None) or getattr(logger, "save_dir", None) or type(logger).__name__
+    if not _attempt(partial(_log_curve, logger, result), "the range test's curve", where, result):
+        return  # the logger cannot write: one warning is enough
+    _attempt(partial(logger.log_hyperparams, hparams), "the range test's bounds (hparams)", where, result)
+    if not isinstance(logger, TensorBoardLogger):
+        return
+    import matplotlib.pyplot as plt
+
+    fig = plot_range_test(result)
+    try:
+        png = Path(logger.log_dir) / "range_test.png"
+        _attempt(partial(fig.savefig, png), "the range-test figure", png, result)
+        _attempt(partial(_add_figure, logger, fig), "the range-test figure (range_test/curve)", where, result)
+    finally:
+        plt.close(fig)
+
+
+def _add_figure(logger: TensorBoardLogger, fig: Figure) -> None:
+    logger.experiment.add_figure("range_test/curve", fig, global_step=0, close=False)  # closed by the caller
