@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import math
+import pickle
 from pathlib import Path
 
 import lightning as L
@@ -18,7 +19,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_clr import FlatnessProbe, LRRangeTest, SnapshotEnsemble, load_ensemble, schedules
 from lightning_clr.callbacks.batches import BatchLayoutError
-from lightning_clr.callbacks.ensemble import snapshot_files
+from lightning_clr.callbacks.ensemble import SnapshotFileError, snapshot_files
 from lightning_clr.models import MLP, Classifier
 from tests.helpers import LRRecorder, tiny_data, tiny_model, tiny_trainer
 
@@ -323,3 +324,91 @@ def test_snapshot_recipe_composes_and_ensembles(tmp_path):
     base, top = finder.result.base_lr, finder.result.max_lr
     last_step = base + 0.5 * (top - base) * (1 + math.cos(math.pi * 15 / 16))  # step 15 of a 16-step cycle
     assert [lrs[0] for lrs in recorder.lrs[15::16]] == pytest.approx([last_step] * 4, rel=1e-9)  # down to base_lr
+
+
+# ---------------------------------------------------------------- crafted files: refused on one line, nothing run
+
+
+def _mark(path: str) -> None:
+    """What a crafted pickle would run on load: it leaves a file behind."""
+    Path(path).write_text("ran")
+
+
+class _Foreign:
+    """An object whose pickle names a foreign global (``_mark``) to call on load."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (_mark, (str(self.marker),))
+
+
+@pytest.mark.parametrize("path", ["../../etc/x", "/etc/passwd", "snapshots/../../outside/cycle_1.pt",
+                                  "snapshots/cycle_2.pt", "/abs/snapshots/cycle_1.pt.bak", 3])
+def test_a_crafted_snapshot_path_in_a_checkpoint_is_refused_on_one_line(path):
+    ensemble = SnapshotEnsemble()
+    with pytest.raises(SnapshotFileError) as error:  # the checkpoint's entry names cycle 1
+        ensemble.load_state_dict({"snapshots": [{"cycle": 1, "step": 8, "path": path}]})
+    message = str(error.value)
+    assert "\n" not in message and repr(path) in message and "cycle_1.pt without '..'" in message
+    assert "resume from a checkpoint that SnapshotEnsemble wrote" in message and ensemble.snapshots == []
+
+
+def test_a_crafted_snapshot_entry_is_refused_before_any_file_is_read(sgdr_fit, monkeypatch):
+    _, _, _, snapshots, _ = sgdr_fit
+    entries = snapshots.state_dict()["snapshots"]
+    read = []
+    monkeypatch.setattr(torch, "load", lambda *args, **kwargs: read.append(args))
+    with pytest.raises(SnapshotFileError, match=r"snapshot entry \{'cycle': '2'"):
+        SnapshotEnsemble().load_state_dict({"snapshots": [*entries[:1], {**entries[1], "cycle": "2"}]})
+    assert read == []
+
+
+@pytest.mark.parametrize("craft,held", [
+    ("zip", "(it names the foreign global tests.test_ensemble._mark)"),  # torch.save of a foreign object
+    ("pickle", "(UnpicklingError: "),                                   # a bare pickle, no torch framing
+    ("list", "holds list, not a model's state_dict"),
+    ("tensor", "holds Tensor, not a model's state_dict"),
+    ("numbers", "holds a mapping with values other than tensors"),
+])
+def test_a_crafted_snapshot_file_is_refused_on_one_line_and_nothing_runs(tmp_path, craft, held):
+    folder, marker = tmp_path / "snapshots", tmp_path / "ran"
+    folder.mkdir()
+    path = folder / "cycle_1.pt"
+    if craft == "zip":
+        torch.save({"weight": _Foreign(marker)}, path)
+    elif craft == "pickle":
+        path.write_bytes(pickle.dumps({"weight": _Foreign(marker)}))
+    else:
+        torch.save({"list": [torch.zeros(2)], "tensor": torch.zeros(2), "numbers": {"weight": 3}}[craft], path)
+    for load in (lambda: load_ensemble(tiny_model(), folder),
+                 lambda: SnapshotEnsemble().load_state_dict({"snapshots": [{"cycle": 1, "step": 8, "path": str(path)}]})):
+        with pytest.raises(SnapshotFileError) as error:
+            load()
+        message = str(error.value)
+        assert "\n" not in message and message.startswith(f"'{path}' ") and held.lower() in message.lower()
+        assert "point at the snapshots/ folder of a run trained with SnapshotEnsemble" in message
+        assert error.value.__cause__ is None  # one line, no chained traceback
+    assert not marker.exists()  # nothing from the file ran
+    assert issubclass(SnapshotFileError, ValueError)
+
+
+@pytest.mark.slow
+def test_a_resume_from_a_checkpoint_with_a_crafted_snapshot_path_is_refused(tmp_path):
+    from lightning_clr._compat import FIT_WEIGHTS_ONLY
+
+    def trainer(dirpath: Path):
+        finder = LRRangeTest(schedule=schedules.SGDR(cycle_steps=CYCLE, cycle_mult=1), bounds=(0.01, 0.2))
+        return tiny_trainer(tmp_path, max_epochs=1, callbacks=[finder, SnapshotEnsemble(dirpath=dirpath)])
+
+    first = trainer(tmp_path / "a")
+    first.fit(tiny_model(), datamodule=tiny_data())
+    first.save_checkpoint(tmp_path / "run.ckpt")
+    checkpoint = torch.load(tmp_path / "run.ckpt", map_location="cpu", weights_only=True)
+    (key,) = [k for k in checkpoint["callbacks"] if k.startswith("SnapshotEnsemble")]
+    checkpoint["callbacks"][key]["snapshots"][0]["path"] = "../../etc/passwd"
+    torch.save(checkpoint, tmp_path / "crafted.ckpt")
+    with pytest.raises(SnapshotFileError, match=r"the checkpoint names '\.\./\.\./etc/passwd' as the snapshot of cycle 1"):
+        trainer(tmp_path / "b").fit(tiny_model(), datamodule=tiny_data(), ckpt_path=tmp_path / "crafted.ckpt",
+                                    **FIT_WEIGHTS_ONLY)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import pickle
 import re
 import uuid
 from collections.abc import Mapping, Sequence
@@ -36,6 +37,79 @@ from lightning_clr.range_test.figure import write_cause
 from lightning_clr.schedules import Schedule
 
 SNAPSHOT_FILE = re.compile(r"^cycle_(\d+)\.pt$")
+#: how ``torch.load(weights_only=True)`` fails on a file that is not plain tensors (or cannot be read)
+_LOAD_ERRORS = (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, TypeError, KeyError,
+                AttributeError, IndexError)
+#: the lines of a refused ``torch.load(weights_only=True)`` that say what the file held
+_REFUSAL = re.compile(r"global|operand|magic|zip|archive|eof", re.IGNORECASE)
+#: the foreign global a refused pickle names, in the wordings of torch's weights-only unpickler
+_FOREIGN = re.compile(r"unsupported global:? (?:GLOBAL )?([\w.]+)", re.IGNORECASE)
+
+
+class SnapshotFileError(ValueError):
+    """A snapshot file, or a checkpoint's reference to one, is not what :class:`SnapshotEnsemble` writes.
+
+    The message is one line naming the file and the fix. Nothing from the file was run: snapshot
+    files are read with ``torch.load(weights_only=True)``, which refuses any object but tensors
+    and plain containers.
+    """
+
+
+def _refusal(err: BaseException) -> str:
+    """What a failed ``torch.load`` says the file held, in one sentence, e.g. ``it names the foreign global os.system``."""
+    foreign = _FOREIGN.search(str(err))
+    if foreign is not None:
+        return f"it names the foreign global {foreign.group(1).rstrip('.')}"
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    line = next((line for line in lines[1:] if _REFUSAL.search(line)), lines[0] if lines else "")
+    return f"{type(err).__name__}: {line.split('. ')[0].rstrip('.')}" if line else type(err).__name__
+
+
+def read_snapshot(path: str | Path) -> dict[str, torch.Tensor]:
+    """A snapshot file's ``state_dict``, read with ``torch.load(weights_only=True)`` on the CPU.
+
+    Raises:
+        SnapshotFileError: the file does not load as plain tensors (a pickle of another object, a
+            foreign global, not a torch file at all) or holds something other than a mapping of
+            names to tensors; one line naming the file. Nothing from the file runs.
+    """
+    path = Path(path)
+    fix = "delete it, or point at the snapshots/ folder of a run trained with SnapshotEnsemble"
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except _LOAD_ERRORS as err:  # any way the file fails to load means it is not a snapshot
+        raise SnapshotFileError(f"'{path}' is not a snapshot file SnapshotEnsemble wrote ({_refusal(err)}); nothing "
+                                f"from it was loaded or run; {fix}") from None
+    if not isinstance(state, Mapping) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                                 for k, v in state.items()):
+        held = type(state).__name__ if not isinstance(state, Mapping) else "a mapping with values other than tensors"
+        raise SnapshotFileError(f"'{path}' holds {held}, not a model's state_dict (names to tensors); {fix}")
+    return dict(state)
+
+
+def _snapshot_path(entry: Any) -> Path | None:
+    """The file a checkpoint's snapshot entry names, checked: ``<folder>/cycle_<cycle>.pt`` with no ``..``.
+
+    Raises:
+        SnapshotFileError: a path that is not a snapshot file's (another name, ``..`` in it, not a string),
+            or a cycle or step that is not a count.
+    """
+    fix = "resume from a checkpoint that SnapshotEnsemble wrote, or remove its SnapshotEnsemble state"
+    if not isinstance(entry, Mapping) or not all(_is_count(entry.get(k)) for k in ("cycle", "step")):
+        raise SnapshotFileError(f"SnapshotEnsemble: the checkpoint holds the snapshot entry {entry!r}, not "
+                                f"{{'cycle': int, 'step': int, 'path': str}}; {fix}")
+    raw = entry.get("path")
+    if raw is None:
+        return None
+    path = Path(raw) if isinstance(raw, str) else None
+    if path is None or path.name != f"cycle_{entry['cycle']}.pt" or ".." in path.parts:
+        raise SnapshotFileError(f"SnapshotEnsemble: the checkpoint names {raw!r} as the snapshot of cycle "
+                                f"{entry['cycle']}, not a file <folder>/cycle_{entry['cycle']}.pt without '..'; {fix}")
+    return path
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 @dataclass
@@ -236,15 +310,21 @@ class SnapshotEnsemble(Callback):
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load the snapshots a checkpoint names; a missing file warns, a crafted entry or file is refused.
+
+        Raises:
+            SnapshotFileError: an entry whose path is not ``<folder>/cycle_<cycle>.pt`` (``..`` in it,
+                another file name), or a file that is not a snapshot (see :func:`read_snapshot`).
+        """
         self.snapshots = []
-        for entry in state_dict.get("snapshots", []):
-            path = Path(entry["path"]) if entry.get("path") else None
-            if path is None or not path.exists():
+        entries = list(state_dict.get("snapshots", []))
+        paths = [_snapshot_path(entry) for entry in entries]  # every entry checked before any file is opened
+        for entry, path in zip(entries, paths):
+            if path is None or not path.is_file():
                 rank_zero_warn(f"SnapshotEnsemble: snapshot of cycle {entry['cycle']} is not on disk ({path}); "
                                "the ensemble continues without it.")
                 continue
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            self._keep(Snapshot(entry["cycle"], entry["step"], state, path))
+            self._keep(Snapshot(entry["cycle"], entry["step"], read_snapshot(path), path))
 
     # ------------------------------------------------------------------ evaluation
 
@@ -369,7 +449,7 @@ class EnsembleModel(nn.Module):
 def load_ensemble(model: nn.Module, dirpath: str | Path, last: int | None = None) -> EnsembleModel:
     """Load the snapshots a :class:`SnapshotEnsemble` wrote as an :class:`EnsembleModel`.
 
-    Files are read with ``torch.load(..., weights_only=True)``.
+    Files are read with ``torch.load(..., weights_only=True)`` (:func:`read_snapshot`).
 
     Args:
         model: a module of the trained architecture (e.g. a fresh ``Classifier``).
@@ -378,6 +458,7 @@ def load_ensemble(model: nn.Module, dirpath: str | Path, last: int | None = None
 
     Raises:
         FileNotFoundError: when ``dirpath`` holds no snapshot.
+        SnapshotFileError: a ``cycle_<k>.pt`` that is not a snapshot file; one line naming it.
         ValueError: for ``last < 1``.
 
     Example::
@@ -390,5 +471,4 @@ def load_ensemble(model: nn.Module, dirpath: str | Path, last: int | None = None
         if last < 1:
             raise ValueError(f"last must be >= 1 or None, got {last}")
         files = files[-last:]
-    states = [torch.load(f, map_location="cpu", weights_only=True) for f in files]
-    return EnsembleModel(model, states)
+    return EnsembleModel(model, [read_snapshot(f) for f in files])
