@@ -20,6 +20,7 @@ from torch.utils.tensorboard import SummaryWriter
 from lightning_clr import schedules
 from lightning_clr.cli import compare as compare_module
 from lightning_clr.cli.compare import (
+    LEGEND_RUNS,
     CompareRuns,
     Run,
     compare,
@@ -465,3 +466,19 @@ def test_the_grid_check_names_the_schedule_a_real_range_test_run_trained(tmp_pat
     else:
         assert f"range-test run: {spec!r} between the bounds (its LR moved from " in text
         assert "the comparison mixes a schedule against constants" in text
+
+
+def test_a_large_sweep_is_drawn_without_a_legend(tmp_path):
+    """Thousands of runs would need a legend too tall to save: beyond LEGEND_RUNS the title says the table names them."""
+    runs = [_run(tmp_path, str(i), [f"seed={i}"]) for i in range(LEGEND_RUNS + 1)]
+    fig = runs_figure(runs, target=0.9)
+    assert tuple(fig.get_size_inches()) == pytest.approx((12, 4.5 + 0.19))  # one legend row: the target
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == ["target 0.9"]
+    assert fig._suptitle.get_text() == f"{LEGEND_RUNS + 1} runs: more than {LEGEND_RUNS}, so no legend; the table " \
+                                       "names each run"
+    assert len(fig.axes[0].lines) == LEGEND_RUNS + 2  # every run's curve is drawn, and the target
+    matplotlib.pyplot.close(fig)
+    named = runs_figure(runs[:LEGEND_RUNS], target=0.9)
+    assert len(named.legends[0].get_texts()) == LEGEND_RUNS + 1
+    matplotlib.pyplot.close(named)

@@ -601,12 +601,17 @@ def markdown(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     return "\n".join(lines)
 
 
+#: runs a figure's legend names; a larger sweep is drawn without one (the table names every run)
+LEGEND_RUNS = 20
+
+
 def runs_figure(runs: Sequence[Run], target: float | None = None) -> Any:
     """The comparison figure: val accuracy per epoch (left), the LR per step (right), one legend below.
 
     The runs share one legend under both panels (a run has the same colour in each), with
     long labels wrapped; the figure grows taller with the legend, so the panels keep their
-    width and height whatever the labels.
+    width and height whatever the labels. Beyond ``LEGEND_RUNS`` runs the legend is left out
+    (a legend of thousands of rows would make the figure too tall to save) and the title says so.
     """
     import matplotlib
 
@@ -614,22 +619,28 @@ def runs_figure(runs: Sequence[Run], target: float | None = None) -> Any:
     import matplotlib.pyplot as plt
 
     width = 58 if len(runs) > 1 else 110
-    labels = [textwrap.fill(f"{run.label} ({run.schedule}){_UNFINISHED * run.unfinished}", width) for run in runs]
+    named = len(runs) <= LEGEND_RUNS
+    labels = [textwrap.fill(f"{run.label} ({run.schedule}){_UNFINISHED * run.unfinished}", width) if named else None
+              for run in runs]
     columns = 2 if len(runs) > 1 else 1
-    rows = sum(label.count("\n") + 1 for label in labels) / columns + len(runs) % columns + (target is not None)
+    rows = (sum(label.count("\n") + 1 for label in labels) / columns + len(runs) % columns if named else 0)
+    rows += target is not None
     fig, (ax_acc, ax_lr) = plt.subplots(1, 2, figsize=(12, 4.5 + 0.19 * rows), dpi=100, layout="constrained")
     for i, (run, label) in enumerate(zip(runs, labels)):
         color = f"C{i % 10}"
         if run.val_acc:
             ax_acc.plot(*zip(*run.val_acc), color=color, lw=1.8, label=label)
         if run.ensemble_acc:
-            ax_acc.plot(*zip(*run.ensemble_acc), color=color, lw=1.2, ls="--", label=f"{label}: ensemble")
+            ax_acc.plot(*zip(*run.ensemble_acc), color=color, lw=1.2, ls="--",
+                        label=f"{label}: ensemble" if named else None)
         if run.lr:
             ax_lr.plot(*zip(*run.lr), color=color, lw=1.2)
     if target is not None:
         ax_acc.axhline(target, color="0.5", ls=":", lw=1, label=f"target {target:g}")
     ax_acc.set(xlabel="epoch", ylabel="val/acc", title="validation accuracy")
     ax_lr.set(xlabel="optimizer step", ylabel="learning rate", title="schedule (colours as on the left)")
+    if not named:
+        fig.suptitle(f"{len(runs)} runs: more than {LEGEND_RUNS}, so no legend; the table names each run", fontsize=9)
     lrs = [v for run in runs for _, v in run.lr if v > 0]
     if lrs and max(lrs) / min(lrs) > 50:
         ax_lr.set_yscale("log")
