@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import builtins
 import io
+import os
 import random
+import subprocess
+import sys
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
@@ -482,3 +485,21 @@ def test_a_large_sweep_is_drawn_without_a_legend(tmp_path):
     named = runs_figure(runs[:LEGEND_RUNS], target=0.9)
     assert len(named.legends[0].get_texts()) == LEGEND_RUNS + 1
     matplotlib.pyplot.close(named)
+
+
+@pytest.mark.slow
+def test_the_lr_grid_sweep_without_a_schedule_names_what_its_range_test_run_trained(tmp_path):
+    """``python -m lightning_clr.run -m +sweep=lr_grid`` with no ``+schedule``: the check names Triangular, not Constant."""
+    sweep = tmp_path / "grid"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    proc = subprocess.run([sys.executable, "-m", "lightning_clr.run", "-m", "+sweep=lr_grid", "grid.num_points=2",
+                           "data=synthetic", "trainer.max_epochs=1", "finder.num_steps=20", "trainer.log_every_n_steps=1",
+                           "trainer.enable_progress_bar=false", f"hydra.sweep.dir={sweep}"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (hparams,) = (sweep / "2").rglob("hparams.yaml")
+    assert yaml.safe_load(hparams.read_text())["range_test/schedule"] == repr(schedules.Triangular())
+    assert "range-test run (Triangular between the bounds): val/acc " in proc.stdout
+    assert f"range-test run: {schedules.Triangular()!r} between the bounds (its LR moved from " in proc.stdout
+    assert "the comparison mixes a schedule against constants" in proc.stdout and "Constant" not in proc.stdout
