@@ -6,17 +6,19 @@ Usage::
 
 Each ``RUN_DIR`` is searched for TensorBoard event files, so a Hydra run folder, a multirun
 folder (one run per job) or a ``version_N`` log folder all work. For every run the table shows
-the schedule it trained (what the run recorded: hparam ``range_test/schedule``, logged by the range
-test with the schedule's class and shape, else the ``schedule`` node of its ``.hydra/config.yaml``;
-``?`` when it recorded neither, never a default assumed), the LR bounds (hparams ``range_test/base_lr``, ``range_test/max_lr``, or the
-config's ``finder.bounds`` when the range test was skipped), the best
-and final ``val/acc``, the epochs until ``val/acc`` first reached ``target``, and the best
+the schedule it trained, as the run recorded it (hparam ``range_test/schedule``, class and shape,
+logged by the range test; else the ``schedule`` node of its ``.hydra/config.yaml``; ``?`` when
+it recorded neither: no default is assumed), the LR bounds (hparams ``range_test/base_lr``,
+``range_test/max_lr``, or the config's ``finder.bounds`` when the range test was skipped), the
+best and final ``val/acc``, the epochs until ``val/acc`` first reached ``target``, and the best
 ``ensemble/val_acc`` when a :class:`~lightning_clr.SnapshotEnsemble` logged one. A PNG puts the
 val-accuracy curves and the LR schedules of all runs side by side.
 
 Each event file is opened once and read in one pass (its records' checksums verified together);
 only the values of the tags shown are kept, so the time grows linearly with the number of
-files (``benchmarks/compare_scaling.py`` measures it).
+files (``benchmarks/compare_scaling.py`` measures it). An event file cut mid-record marks its
+run ``(unfinished)``; a YAML file that cannot be read as what it should hold is skipped with
+one line naming it and its run, and the run is compared without it.
 
 Runs are labelled by the overrides that differ between them (the ones all runs share say
 nothing). When the runs hold a grid of constant LRs (``finder.bounds=[lr,lr]``, as
