@@ -437,19 +437,19 @@ class TestSweepShare:
 
     def test_a_shortened_sweep_says_so_with_the_numbers(self, tmp_path, caplog):
         with caplog.at_level("INFO"):
-            self.fit(tmp_path, 60, min_fall=0.0)
+            self.fit(tmp_path, 60, sweep_share=0.5, min_fall=0.0)
         assert "LRRangeTest: the run has 60 optimizer steps; the sweep takes 30 (sweep_share=0.5)." in caplog.text
 
     def test_a_sweep_longer_than_the_share_warns_with_the_ratio(self, tmp_path, caplog):
         with pytest.warns(UserWarning, match=r"^LRRangeTest: the sweep takes 20 steps, the fewest a curve can be read "
                                              r"from: 0.71x the run's 28 \(sweep_share=0.5\); bounds=\(base_lr, "
                                              r"max_lr\) skips the sweep.$"):
-            r = self.fit(tmp_path, 28, min_fall=0.0)
+            r = self.fit(tmp_path, 28, sweep_share=0.5, min_fall=0.0)
         assert len(r.lrs) == 20
         assert "optimizer steps; the sweep takes" not in caplog.text  # one message, not two
 
     def test_a_sweep_within_the_share_says_nothing(self, tmp_path, caplog, recwarn):
         with caplog.at_level("INFO"):
-            r = self.fit(tmp_path, 1000, num_steps=40, min_fall=0.0)
+            r = self.fit(tmp_path, 1000, num_steps=40, sweep_share=0.5, min_fall=0.0)
         assert len(r.lrs) == 40 and "sweep_share" not in caplog.text
         assert not [w for w in recwarn if "sweep_share" in str(w.message)]

@@ -52,9 +52,9 @@ class TestNamedSettings:
         (settings.check_ema_beta, ("0.5",), r"ema_beta must be in \[0, 1\), got 0.5"),
         (settings.check_min_fall, (-0.1,), r"min_fall must be a fraction in \[0, 1\), got -0.1"),
         (settings.check_choice, ("metric", "acc", settings.METRICS), "metric must be one of .*, got 'acc'"),
-        (settings.check_sweep_share, (1.5,), (r"sweep_share must be a fraction in \(0, 1\] or None, got 1.5; 0.5 \(the "
-                                               r"default\) lets the sweep take at most half the run's optimizer steps, "
-                                               "None never shortens it")),
+        (settings.check_sweep_share, (1.5,), (r"sweep_share must be a fraction in \(0, 1\] or None, got 1.5; 0.5 lets the "
+                                               r"sweep take at most half the run's optimizer steps, None \(the default\) "
+                                               "never shortens it")),
         (settings.check_sweep_share, (0,), "sweep_share must be a fraction in .*, got 0;"),
         (settings.check_sweep_share, (True,), "sweep_share must be a fraction in .*, got True;"),
         (settings.check_sweep_share, ("0.5",), "sweep_share must be a fraction in .*, got '0.5';"),

@@ -98,7 +98,8 @@ class LRRangeTest(Callback):
             extensions included) may take, when the run's length is known: a 60-step run sweeps 30
             steps at 0.5, over the same ``start_lr`` to ``end_lr``; reruns that would take more do not
             run. Never fewer than ``settings.MIN_STEPS`` (20), the fewest a curve is read from (a
-            warning says when that is more than the share). ``None`` never shortens the sweep.
+            warning says when that is more than the share). ``None`` (the default until the task suite
+            chooses a share) never shortens the sweep.
 
     Raises:
         ValueError: for a setting out of range; the message names the value and the fix.
@@ -150,7 +151,7 @@ class LRRangeTest(Callback):
         attr_name: str = "",
         metric: str = "train_loss",
         val_batches: int = 4,
-        sweep_share: float | None = 0.5,
+        sweep_share: float | None = None,
         **old_names: Any,
     ) -> None:
         moved = settings.renamed_arguments(old_names, {"start_lr": start_lr, "end_lr": end_lr, "ema_beta": ema_beta},

@@ -114,8 +114,8 @@ def check_sweep_share(value: Any) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
-        raise ValueError(f"sweep_share must be a fraction in (0, 1] or None, got {value!r}; 0.5 (the default) lets "
-                         "the sweep take at most half the run's optimizer steps, None never shortens it")
+        raise ValueError(f"sweep_share must be a fraction in (0, 1] or None, got {value!r}; 0.5 lets the sweep take "
+                         "at most half the run's optimizer steps, None (the default) never shortens it")
     return float(value)
 
 
