@@ -1,7 +1,7 @@
 """lightning-clr: LR range test and cyclical learning rates for PyTorch Lightning."""
 
 from lightning_clr import schedules, selection
-from lightning_clr.callbacks.ensemble import SnapshotEnsemble, load_ensemble
+from lightning_clr.callbacks.ensemble import SnapshotEnsemble, SnapshotFileError, load_ensemble
 from lightning_clr.callbacks.flatness import FlatnessProbe, measure_flatness
 from lightning_clr.callbacks.gap import GeneralizationGap
 from lightning_clr.range_test import LRRangeTest
@@ -17,6 +17,7 @@ __all__ = [
     "RangeTestError",
     "RangeTestResult",
     "SnapshotEnsemble",
+    "SnapshotFileError",
     "load_ensemble",
     "measure_flatness",
     "plot_range_test",

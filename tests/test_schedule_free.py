@@ -23,7 +23,7 @@ schedulefree = pytest.importorskip("schedulefree")
 
 WARMUP = 5
 BATCHES = 8  # training batches per epoch
-FINDER = {"num_steps": 30, "start_lr": 1e-4, "end_lr": 1.0, "progress_bar": False}
+FINDER = {"num_steps": 30, "start_lr": 1e-4, "end_lr": 1.0, "progress_bar": False, "sweep_share": 0.5}
 
 
 class Recorded(L.LightningModule):

@@ -35,6 +35,7 @@ from lightning_clr.cli.extras import missing_extra
 from lightning_clr.cli.faults import RunFault, StopOnNonFiniteLoss, keep_going_on_write_errors
 from lightning_clr.cli.preflight import check_checkpoint, explain_override, preflight, resume_path, trusts_checkpoint
 from lightning_clr.cli.rundir import release
+from lightning_clr.callbacks.ensemble import SnapshotFileError
 from lightning_clr.data.base import DataFileError
 from lightning_clr.range_test.result import RangeTestError, RangeTestResult
 
@@ -277,8 +278,9 @@ def _report(trainer: L.Trainer, finder: Any, metrics: dict[str, float]) -> None:
 
 
 #: errors that mean "change the config", reported on one line: a bad value, a range test that
-#: cannot start (NaN loss at the first step), a schedule the Trainer cannot run
-USER_ERRORS = (ConfigError, DataFileError, RangeTestError, MisconfigurationException)
+#: cannot start (NaN loss at the first step), a schedule the Trainer cannot run, a data or snapshot
+#: file that is not what it should be
+USER_ERRORS = (ConfigError, DataFileError, SnapshotFileError, RangeTestError, MisconfigurationException)
 _FULL_ERROR = "HYDRA_FULL_ERROR"
 _full_error_set_by_cli = False
 

@@ -235,14 +235,14 @@ class LRRangeTest(Callback):
                     raise MisconfigurationException(f"LRRangeTest: {problem}")
             rank_zero_info(f"LRRangeTest: continuing with base_lr={self.result.base_lr:.4g}, "
                            f"max_lr={self.result.max_lr:.4g} (no new range test).")
-        elif self._bounds is not None:
-            base, top = self._bounds
-            self.result = RangeTestResult([], [], [], base, top, "explicit", "explicit bounds", group_ratios=ratios)
-            self._group_ratios = list(ratios)
         else:
-            self.result = self._sweep(trainer, pl_module, optimizer, ratios, total)
+            if self._bounds is not None:
+                base, top = self._bounds
+                self.result = RangeTestResult([], [], [], base, top, "explicit", "explicit bounds", group_ratios=ratios)
+            else:
+                self.result = self._sweep(trainer, pl_module, optimizer, ratios, total)
             self._group_ratios = list(self.result.group_ratios)
-            log_range_test(trainer, self.result)
+            log_range_test(trainer, self.result, spec)  # the curve (if swept), the bounds and what trains between them
         if free:
             self._install_free(trainer, optimizer)
         else:

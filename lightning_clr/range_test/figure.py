@@ -87,17 +87,11 @@ def range_test_hparams(result: RangeTestResult, schedule: Schedule | None) -> di
         {'range_test/base_lr': 0.01, 'range_test/max_lr': 0.1, 'range_test/schedule': 'Constant(position=0.5)'}
     """
     hparams: dict[str, Any] = {"range_test/base_lr": result.base_lr, "range_test/max_lr": result.max_lr}
-    if schedule is not None:  # class and shape, as the spec's repr writes them
-        hparams["range_test/schedule"] = repr(schedule)
+    # class and shape, as the spec's repr writes them
+    hparams["range_test/schedule"] = repr(schedule) if schedule is not None else "none (Schedule-Free optimizer)"
     if result.fallback:  # the curve could not be read: say so next to the bounds
         hparams["range_test/fallback"] = result.fallback
     return hparams
-
-
-def _installed_schedule(trainer: L.Trainer, result: RangeTestResult) -> Schedule | None:
-    """The schedule of the range-test callback whose result ``result`` is, if it is among the Trainer's callbacks."""
-    owner = next((c for c in trainer.callbacks if getattr(c, "result", None) is result), None)
-    return getattr(owner, "schedule", None)
 
 
 def failed_write(err: BaseException) -> OSError | None:
@@ -143,8 +137,10 @@ def _log_curve(logger: Logger, result: RangeTestResult) -> None:
 
 
 @rank_zero_only
-def log_range_test(trainer: L.Trainer, result: RangeTestResult, schedule: Schedule | None = None) -> None:
+def log_range_test(trainer: L.Trainer, result: RangeTestResult, schedule: Schedule | None) -> None:
     """Write the sweep, the figure, the bounds and the schedule to every logger of ``trainer`` (rank zero).
+
+    Explicit bounds (no sweep) write only the bounds and the schedule.
 
     These are diagnostics: a write that fails (a full disk, a read-only folder) warns on one
     line naming the file and the cause, and training goes on with the bounds in ``finder.result``.
@@ -152,12 +148,12 @@ def log_range_test(trainer: L.Trainer, result: RangeTestResult, schedule: Schedu
     Args:
         trainer: the Trainer whose loggers receive it.
         result: the finished range test.
-        schedule: the schedule installed between the bounds; ``None`` takes the one of the
-            range-test callback among ``trainer.callbacks`` whose result ``result`` is.
+        schedule: the schedule installed between the bounds; ``None`` when none is (a
+            Schedule-Free optimizer trains at ``max_lr`` with its own warm-up).
     """
     if not trainer.loggers:
         return
-    bounds = range_test_hparams(result, schedule or _installed_schedule(trainer, result))
+    bounds = range_test_hparams(result, schedule)
     for logger in trainer.loggers:
         _log_to(logger, result, bounds)
         # no logger.save() here: TensorBoardLogger writes hparams.yaml once, and the module's own
@@ -167,10 +163,10 @@ def log_range_test(trainer: L.Trainer, result: RangeTestResult, schedule: Schedu
 def _log_to(logger: Logger, result: RangeTestResult, hparams: dict[str, Any]) -> None:
     """The curve, the hparams and (TensorBoard) the figure, each write on its own: one that fails only warns."""
     where = getattr(logger, "log_dir", None) or getattr(logger, "save_dir", None) or type(logger).__name__
-    if not _attempt(partial(_log_curve, logger, result), "the range test's curve", where, result):
+    if result.lrs and not _attempt(partial(_log_curve, logger, result), "the range test's curve", where, result):
         return  # the logger cannot write: one warning is enough
     _attempt(partial(logger.log_hyperparams, hparams), "the range test's bounds (hparams)", where, result)
-    if not isinstance(logger, TensorBoardLogger):
+    if not result.lrs or not isinstance(logger, TensorBoardLogger):
         return
     import matplotlib.pyplot as plt
 
