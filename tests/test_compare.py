@@ -21,7 +21,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from torch.utils.tensorboard import SummaryWriter
 
 from lightning_clr import schedules
-from lightning_clr.cli import compare as compare_module
+from lightning_clr.cli import events as events_module
 from lightning_clr.cli.compare import (
     LEGEND_RUNS,
     CompareRuns,
@@ -289,10 +289,10 @@ def test_each_event_file_is_opened_once_and_each_record_parsed_once(two_runs, mo
         return real_open(file, *args, **kwargs)
 
     parsed = []
-    real_parse = compare_module._parse_event
+    real_parse = events_module._parse_event
     monkeypatch.setattr(builtins, "open", counting_open)
     monkeypatch.setattr(io, "open", counting_open)
-    monkeypatch.setattr(compare_module, "_parse_event", lambda payload: parsed.append(payload) or real_parse(payload))
+    monkeypatch.setattr(events_module, "_parse_event", lambda payload: parsed.append(payload) or real_parse(payload))
     compare([two_runs], png=None)
     assert dict(opened) == {str(f): 1 for f in events}
     assert len(parsed) == records == 2 + 4 * (STEPS_PER_EPOCH + 2) + 2 + 3 * (STEPS_PER_EPOCH + 2)
