@@ -30,9 +30,11 @@ oracle grid's regret at its ``max_lr``. The chosen defaults are then trained wit
 schedule and shape, and the one with the lowest regret on the median family becomes the
 default (a mean would let one family's collapsed seed decide). The default schedule is then
 trained between ``base_lr`` read off the curve and ``base_lr = max_lr / r`` (``BASE_RATIOS``),
-and with each ``min_fall``. Every choice is made leave-one-family-out: for every family, the
-choice made on the other families is reported with its error on the held-out one, and the
-targets are checked with the held-out choices.
+and between the bounds of the sweep at each ``min_fall`` and ``sweep_share`` (``SETTINGS``; a
+sweep runs in a Trainer set up for the whole training, so a share sees the run's length).
+Every choice is made leave-one-family-out: for every family, the choice made on the other
+families is reported with its error on the held-out one, and the targets are checked with the
+held-out choices.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -84,8 +86,15 @@ SCHEDULES: dict[str, tuple[str, dict]] = {
 }
 #: base_lr candidates of the default schedule: read off the curve (None) or tied to the sweep's max_lr / r
 BASE_RATIOS: tuple[float | None, ...] = (None, 4.0, 10.0, 25.0)
-#: candidates of LRRangeTest(min_fall=): a sweep cutting the loss by less reruns with twice the steps (0: never)
-MIN_FALLS = (0.0, 0.05, 0.1, 0.2, 0.3)
+#: one-setting studies of LRRangeTest: each setting's title, candidates and, for an exact tie, the value preferred
+SETTINGS: dict[str, tuple[str, tuple, Callable, str]] = {
+    # a sweep cutting the loss by less than min_fall reruns with twice the steps (0: never)
+    "min_fall": ("Shallow-sweep reruns", (0.0, 0.05, 0.1, 0.2, 0.3), lambda v: -v,
+                 "the larger value (a sweep it reruns was shallow)"),
+    # the sweep takes at most this share of the run's optimizer steps (None: any length)
+    "sweep_share": ("Sweep length", (None, 1.0, 0.5, 0.25), lambda v: math.inf if v is None else v,
+                    "the shorter sweep"),
+}
 HELD_OUT_SCHEDULES = 2  # the held-out defaults train the 2 schedules best on the other families
 # the cost of one training relative to the others, to start the long jobs first
 COST = {"gru-lm": 5, "transformer-lm": 6, "transformer-clf": 3, "resnet-digits": 3, "conv-digits": 2, "vit-digits": 3,
@@ -98,13 +107,12 @@ def schedule(name: str) -> schedules.Schedule:
 
 
 def finder_kwargs(start: float, end: float, steps: int, beta: float, threshold: float | None, rule: str,
-                  rule_options: dict | None = None, min_fall: float | None = None) -> dict:
-    """``LRRangeTest`` arguments under the names this version of the library takes
-    (``min_fall=None``: the library's default)."""
+                  rule_options: dict | None = None, settings: Sequence[tuple[str, object]] = ()) -> dict:
+    """``LRRangeTest`` arguments under the names this version of the library takes; ``settings``:
+    further ``(name, value)`` pairs, each passed where the library has that argument."""
     params = inspect.signature(LRRangeTest.__init__).parameters
     kw = {"num_steps": steps, "divergence_threshold": threshold, "rule": rule}
-    if min_fall is not None and "min_fall" in params:
-        kw["min_fall"] = min_fall
+    kw.update({name: value for name, value in settings if name in params})
     kw.update({"start_lr": start, "end_lr": end} if "start_lr" in params else {"min_lr": start, "max_lr": end})
     kw["ema_beta" if "ema_beta" in params else "smoothing"] = beta
     if rule_options and "rule_options" in params:
@@ -143,8 +151,9 @@ def work(job: tuple) -> tuple[tuple, object]:
         return job, {"lr": lr, "score": None if lr is None else st.fit(task, seed, epochs, root, lr=lr)}
     if kind == "record":
         steps = job[3]
-        # min_fall 0: a recording has exactly its planned steps per decade, never a rerun's
-        r = st.sweep(task, seed, root, **finder_kwargs(*RECORD_RANGE, steps, 0.9, 50.0, "smith", min_fall=0.0))
+        # min_fall 0 and no share: a recording has exactly its planned steps per decade, never a rerun's
+        r = st.sweep(task, seed, root, **finder_kwargs(*RECORD_RANGE, steps, 0.9, 50.0, "smith",
+                                                      settings=(("min_fall", 0.0), ("sweep_share", None))))
         return job, {"lrs": list(r.lrs), "raw": list(r.raw_losses), "stop": r.stop_reason}
     if kind == "bare":
         epochs = job[3]
@@ -154,10 +163,10 @@ def work(job: tuple) -> tuple[tuple, object]:
         return job, {"score": run.score, "base_lr": r.base_lr, "max_lr": r.max_lr, "stop": r.stop_reason,
                      "schedule": type(getattr(finder, "schedule", None)).__name__, "sweep_steps": run.sweep_steps,
                      "training_steps": run.training_steps}
-    if kind == "sweep":  # ("sweep", task, seed, candidate[, min_fall])
-        c, min_fall = job[3], (job[4] if len(job) > 4 else None)
-        r = st.sweep(task, seed, root, **finder_kwargs(c.start_lr, c.end_lr, c.num_steps, c.ema_beta,
-                                                      c.divergence_threshold, c.rule, c.rule_options, min_fall))
+    if kind == "sweep":  # ("sweep", task, seed, epochs, candidate, ((setting, value), ...))
+        epochs, c, settings = job[3:]
+        r = st.sweep(task, seed, root, epochs=epochs, **finder_kwargs(
+            c.start_lr, c.end_lr, c.num_steps, c.ema_beta, c.divergence_threshold, c.rule, c.rule_options, settings))
         b = select_bounds(r.lrs, r.losses, rule=c.rule, **c.rule_options)
         return job, {"base_lr": b.base_lr, "max_lr": b.max_lr, "fallback": b.fallback, "stop": r.stop_reason,
                      "finder_max_lr": r.max_lr, "points": len(r.lrs), "reruns": getattr(r, "reruns", 0)}
@@ -428,6 +437,30 @@ def print_shapes(names: Sequence[str], choice, error, fams: Sequence[str]) -> di
     return chosen
 
 
+def setting_label(value: object) -> str:
+    return "none" if value is None else f"{value:g}"
+
+
+def print_setting(name: str, one: dict, default_sched: str, tasks, seeds, fams: Sequence[str]) -> dict:
+    """One ``LRRangeTest`` setting chosen leave-one-family-out (``one``: its study in ``_run``); its table.
+
+    Returns the value chosen on all families, the held-out error of the fold choices and the folds' picks.
+    """
+    title, tie = SETTINGS[name][0], SETTINGS[name][3]
+    values, error, choice, found = one["values"], one["error"], one["choice"], one["sweeps"]
+    chosen, picks, held = lofo_pick(values, choice, error, fams)
+    runs = [(n, s) for n in tasks for s in seeds]
+    print(f"## {title} ({name}, chosen leave-one-family-out; {default_sched} trained between each one's bounds)\n")
+    print(markdown([name, "median family", "mean", "sweeps rerun", "curve points (mean)", "chosen in folds"],
+                   [[setting_label(v) + (" (default)" if v == one["default"] else ""), f"{choice(v, fams)[0]:+.2f}",
+                     f"{error(v, fams):+.2f}", f"{sum(found[(v, *r)]['reruns'] > 0 for r in runs)} of {len(runs)}",
+                     f"{mean([found[(v, *r)]['points'] for r in runs]):.0f}",
+                     str(sum(p == v for p in picks.values()))] for v in values]) + "\n")
+    print(f"{name} chosen on all families: {setting_label(chosen)}; held-out error of the fold choices {held:+.2f} ("
+          + ", ".join(f"{f}: {setting_label(picks[f])}" for f in fams) + f"); ties: the lower mean, then {tie}\n")
+    return {"chosen": chosen, "held_out": held, "folds": picks}
+
+
 def base_label(ratio: float | None) -> str:
     return "read off the curve" if ratio is None else f"max_lr / {ratio:g}"
 
@@ -508,8 +541,8 @@ def _run(args, pool, tasks, epochs, seeds, cache) -> dict:
     # 3) real sweeps with the chosen and the held-out defaults; every schedule between the chosen bounds
     fams = sorted(set(families.values()))
     need = {(c, n) for n in tasks for c in (chosen, held[families[n]])}
-    sweeps = run_jobs(pool, [("sweep", n, s, c) for c, n in need for s in seeds], "sweeps")
-    bounds = {(c, n, s): sweeps[("sweep", n, s, c)] for c, n in need for s in seeds}
+    sweeps = run_jobs(pool, [("sweep", n, s, epochs[n], c, ()) for c, n in need for s in seeds], "sweeps")
+    bounds = {(c, n, s): sweeps[("sweep", n, s, epochs[n], c, ())] for c, n in need for s in seeds}
 
     def train_jobs(c, n, names):
         return [("train", n, s, epochs[n], sc, bounds[(c, n, s)]["base_lr"], bounds[(c, n, s)]["max_lr"])
@@ -541,27 +574,32 @@ def _run(args, pool, tasks, epochs, seeds, cache) -> dict:
     trains.update(run_jobs(pool, [j for n in tasks if held[families[n]] != chosen
                                   for j in train_jobs(held[families[n]], n, held_names[n])], "held-out schedules"))
 
-    # 4b) the shallow-sweep threshold: the chosen defaults' sweep at each min_fall, the default schedule trained
-    # between its bounds (bounds equal to another candidate's share its training)
-    mf_default = inspect.signature(LRRangeTest.__init__).parameters["min_fall"].default
-    mf_sweeps = {(mf_default, n, s): bounds[(chosen, n, s)] for n in tasks for s in seeds}
-    mf_sweeps.update({(j[4], j[1], j[2]): r for j, r in run_jobs(pool, [
-        ("sweep", n, s, chosen, mf) for mf in MIN_FALLS if mf != mf_default for n in tasks for s in seeds],
-        "min_fall sweeps").items()})
+    # 4b) one setting at a time (the shallow-sweep threshold, the sweep's share of the run): the chosen defaults'
+    # sweep at each value, the default schedule trained between its bounds (bounds equal to another's share its training)
+    def one_setting(name):
+        values, tie = SETTINGS[name][1:3]
+        default = inspect.signature(LRRangeTest.__init__).parameters[name].default
+        found = {(default, n, s): bounds[(chosen, n, s)] for n in tasks for s in seeds}
+        found.update({(j[5][0][1], j[1], j[2]): r for j, r in run_jobs(pool, [
+            ("sweep", n, s, epochs[n], chosen, ((name, v),)) for v in values if v != default for n in tasks
+            for s in seeds], f"{name} sweeps").items()})
 
-    def mf_job(mf, n, s):
-        b = mf_sweeps[(mf, n, s)]
-        return ("train", n, s, epochs[n], default_sched, b["base_lr"], b["max_lr"])
+        def job(v, n, s):
+            b = found[(v, n, s)]
+            return ("train", n, s, epochs[n], default_sched, b["base_lr"], b["max_lr"])
 
-    trains.update(run_jobs(pool, list(dict.fromkeys(j for mf in MIN_FALLS for n in tasks for s in seeds
-                                                    if (j := mf_job(mf, n, s)) not in trains)), "min_fall trainings"))
+        trains.update(run_jobs(pool, list(dict.fromkeys(j for v in values for n in tasks for s in seeds
+                                                        if (j := job(v, n, s)) not in trains)), f"{name} trainings"))
 
-    def mf_error(mf, fs):
-        return family_regret(lambda n: [trains[mf_job(mf, n, s)] for s in seeds], fs)
+        def error(v, fs):
+            return family_regret(lambda n: [trains[job(v, n, s)] for s in seeds], fs)
 
-    def mf_choice(mf, fs):  # as the schedules, the median family; an exact tie goes to the lower mean, then
-        # to the larger min_fall (a sweep it reruns was shallow)
-        return (round(statistics.median([mf_error(mf, [f]) for f in fs]), 9), round(mf_error(mf, fs), 9), -mf)
+        def choice(v, fs):  # as the schedules, the median family; an exact tie goes to the lower mean, then `tie`
+            return round(statistics.median([error(v, [f]) for f in fs]), 9), round(error(v, fs), 9), tie(v)
+
+        return {"default": default, "values": values, "sweeps": found, "error": error, "choice": choice}
+
+    studies = {name: one_setting(name) for name in SETTINGS}
 
     # 4c) base_lr tied to max_lr: the default schedule between max_lr / r and max_lr of the chosen defaults' sweeps
     def base_job(r, n, s):
@@ -679,17 +717,7 @@ def _run(args, pool, tasks, epochs, seeds, cache) -> dict:
 
     shapes = print_shapes(args.schedules, sched_choice, sched_error, fams)
 
-    mf_chosen, mf_picks, mf_held = lofo_pick(MIN_FALLS, mf_choice, mf_error, fams)
-    print(f"## Shallow-sweep reruns (min_fall, chosen leave-one-family-out; {default_sched} trained between each "
-          "one's bounds)\n")
-    print(markdown(["min_fall", "median family", "mean", "sweeps rerun", "chosen in folds"],
-                   [[f"{mf:g}" + (" (default)" if mf == mf_default else ""), f"{mf_choice(mf, fams)[0]:+.2f}",
-                     f"{mf_error(mf, fams):+.2f}",
-                     (f"{sum(mf_sweeps[(mf, n, s)]['reruns'] > 0 for n in tasks for s in seeds)} of "
-                      f"{len(tasks) * len(seeds)}"), str(sum(p == mf for p in mf_picks.values()))]
-                    for mf in MIN_FALLS]) + "\n")
-    print(f"min_fall chosen on all families: {mf_chosen:g}; held-out error of the fold choices {mf_held:+.2f} ("
-          + ", ".join(f"{f}: {mf_picks[f]:g}" for f in fams) + "); ties: the lower mean, then the larger value\n")
+    picked = {name: print_setting(name, studies[name], default_sched, tasks, seeds, fams) for name in SETTINGS}
 
     base_chosen, base_held = print_base_ratios(default_sched, base_choice, base_error, fams)
 
@@ -712,7 +740,7 @@ def _run(args, pool, tasks, epochs, seeds, cache) -> dict:
     print(f"Targets met: quality {passes[0]}/{len(tasks)}, beats finders {passes[1]}/{len(tasks)}, "
           f"max_lr {passes[2]}/{len(tasks)}, beats schedule-free and prodigy {passes[3]}/{len(tasks)}\n", flush=True)
     report = {"chosen": chosen.as_dict(), "default_schedule": default_sched, "held_schedule": held_sched, "shapes": shapes,
-              "min_fall": {"chosen": mf_chosen, "held_out": mf_held, "folds": mf_picks},
+              **picked,
               "base_lr": {"chosen": base_label(base_chosen), "held_out": base_held},
               "held": {f: c.as_dict() for f, c in held.items()}, "in_sample": lofo["in_sample"],
               "held_out": lofo["held_out"], "tasks": per_task}

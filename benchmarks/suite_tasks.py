@@ -602,12 +602,22 @@ def fit(task: SuiteTask, seed: int, epochs: int, root: Path | str, *, lr: float 
     return fit_run(task, seed, epochs, root, lr=lr, finder=finder).score
 
 
-def sweep(task: SuiteTask, seed: int, root: Path | str, **finder_kwargs):
-    """Only the range test (the fit after it is one batch); ``finder.result``."""
+class _StopBeforeTraining(L.Callback):
+    """Ends ``fit`` before its first training step: only what runs in ``on_fit_start`` (the range test) runs."""
+
+    @override
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        trainer.should_stop = True
+
+
+def sweep(task: SuiteTask, seed: int, root: Path | str, *, epochs: int | None = None, **finder_kwargs):
+    """Only the range test, in a Trainer set up for the whole run (``epochs``, default the task's own,
+    so a sweep capped to a share of the run sees the run's length), stopped before training;
+    ``finder.result``."""
     L.seed_everything(seed, verbose=False)
     finder = LRRangeTest(progress_bar=False, **finder_kwargs)
-    trainer(1, root, [finder], limit_train_batches=1, limit_val_batches=0).fit(task.model(),
-                                                                                 datamodule=task.datamodule())
+    trainer(epochs or task.epochs, root, [finder, _StopBeforeTraining()], limit_val_batches=0).fit(
+        task.model(), datamodule=task.datamodule())
     return finder.result
 
 

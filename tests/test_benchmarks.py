@@ -75,6 +75,7 @@ def test_speed_prints_ratios_disk_and_memory():
 
 
 def test_snapshots_prints_every_snapshot_and_the_three_margins():
+    pytest.importorskip("lion_pytorch")  # suite_tasks.py, which it imports, has a Lion task
     out = run("snapshots.py", *TINY[:2], "--epochs", "4", "--seeds", "0", "--tasks", "cnn-sgd", "mlp-blobs")
     for title in ("## 1-D CNN", "## mlp-blobs (suite: MLP classifier"):  # an MNIST-1D block and a suite task
         rows = table(out, title)
@@ -88,6 +89,7 @@ def test_snapshots_prints_every_snapshot_and_the_three_margins():
 
 
 def test_shallow_prints_both_range_tests_and_the_margin():
+    pytest.importorskip("lion_pytorch")  # suite_tasks.py, which it imports, has a Lion task
     out = run("shallow.py", "--seeds", "0", "--epochs", "1")
     row = table(out, "## cnn-walks")["0"]
     fall, reruns, points = float(row[0].rstrip("%")), int(row[3]), int(row[4])

@@ -79,6 +79,15 @@ def test_suite_prints_every_row_target_and_the_study(tmp_path):
     assert "Default schedule chosen on all families:" in out
     shapes = section(out, "## Shapes")  # a schedule with two trained variants gets its shape chosen
     assert "| WSD | WSD(decay=0.1) |" in shapes and "Shape chosen on all families: WSD:" in shapes
+    for title, name, values in (("## Shallow-sweep reruns", "min_fall", ("0", "0.05", "0.1", "0.2", "0.3")),
+                                ("## Sweep length", "sweep_share", ("none", "1", "0.5", "0.25"))):
+        block = section(out, title)
+        for v in values:
+            assert len(cells(block, v + " ")) == 6, (name, v)
+        assert f"{name} chosen on all families:" in block
+    # short-digits' run is 22 steps: at a share of 0.25 or 0.5 its sweep is cut to the 20-point floor, not more
+    assert float(cells(section(out, "## Sweep length"), "0.25 ")[4]) < float(cells(section(out, "## Sweep length"),
+                                                                                   "none")[4])
     base = section(out, "## base_lr")
     for label in ("read off the curve", "max_lr / 4", "max_lr / 10", "max_lr / 25"):
         assert len(cells(base, label)) == 4 + 2  # median, mean, folds and one column per family
@@ -98,6 +107,8 @@ def test_suite_prints_every_row_target_and_the_study(tmp_path):
                                      "rule_options"}
     assert report["default_schedule"] in ("Constant", "WSD", "WSD(decay=0.1)")
     assert report["shapes"]["WSD"] in ("WSD", "WSD(decay=0.1)")
+    assert report["sweep_share"]["chosen"] in (None, 1.0, 0.5, 0.25) and report["min_fall"]["chosen"] in (
+        0.0, 0.05, 0.1, 0.2, 0.3)
     assert report["base_lr"]["chosen"] in ("read off the curve", "max_lr / 4", "max_lr / 10", "max_lr / 25")
     assert set(report["tasks"]) == set(TASKS)
     for name, task in report["tasks"].items():
