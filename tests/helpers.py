@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from functools import partial
 from pathlib import Path
 
@@ -49,3 +52,13 @@ class LRRecorder(L.Callback):
         groups = trainer.optimizers[0].param_groups
         self.lrs.append([g["lr"] for g in groups])
         self.momenta.append(groups[0].get("momentum", groups[0].get("betas", (None,))[0]))
+
+
+def run_cli(args: list[str], cwd: Path, *, module: str = "lightning_clr.run", timeout: float = 900,
+            **env: str) -> subprocess.CompletedProcess:
+    """``python -m MODULE ARGS`` in a subprocess, as a user runs it: one thread, unbuffered output, no
+    ``HYDRA_FULL_ERROR`` inherited; ``env`` adds variables. Every CLI subprocess of the tests starts here."""
+    environ = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    environ.update(PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", **env)
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=environ, capture_output=True,
+                          text=True, timeout=timeout, check=False)

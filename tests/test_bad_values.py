@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 import subprocess
-from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 
@@ -16,8 +15,8 @@ import torch
 from lightning_clr import LRRangeTest, measure_flatness, schedules
 from lightning_clr._compat import FIT_WEIGHTS_ONLY
 from lightning_clr.models import MLP, Classifier
-from tests.helpers import tiny_data, tiny_model, tiny_trainer
-from tests.test_safety import BASE, _cli, _one_error
+from tests.helpers import run_cli, tiny_data, tiny_model, tiny_trainer
+from tests.test_safety import BASE, ROOT, _cli, _one_error
 
 # id: (overrides, words the error or warning must contain, whether a warning with training instead is acceptable)
 CASES = {
@@ -36,13 +35,12 @@ OWNERS = {
 
 
 @pytest.fixture(scope="module")
-def results(tmp_path_factory) -> dict[str, tuple[subprocess.CompletedProcess, Path]]:
-    dirs = {name: tmp_path_factory.mktemp(name) for name in CASES}
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        procs = {name: pool.submit(_cli, [*BASE, *CASES[name][0]], dirs[name]) for name in CASES}
-        return {name: (future.result(), dirs[name]) for name, future in procs.items()}
+def results(cli_cases) -> dict[str, tuple[subprocess.CompletedProcess, Path]]:
+    """Every case run once, each in a folder of its own, on the shared CLI pool."""
+    return cli_cases({name: [*BASE, *case[0]] for name, case in CASES.items()}, PYTHONPATH=str(ROOT))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", [pytest.param(n, marks=[pytest.mark.xfail(strict=True, reason=OWNERS[n])]
                                                   if n in OWNERS else []) for n in CASES])
 def test_bad_value_is_an_error_or_a_stated_warning_before_training(name, results):
@@ -105,12 +103,10 @@ def _tensorboard_run(root: Path) -> Path:
 
 
 def _compare(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    import sys
-
-    return subprocess.run([sys.executable, "-m", "lightning_clr.cli.compare", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=600, check=False)
+    return run_cli(args, cwd, module="lightning_clr.cli.compare")
 
 
+@pytest.mark.slow
 def test_compare_says_when_an_event_file_lost_its_tail(tmp_path):
     run = _tensorboard_run(tmp_path)
     (events,) = run.rglob("events.out.tfevents.*")
@@ -121,6 +117,7 @@ def test_compare_says_when_an_event_file_lost_its_tail(tmp_path):
     assert events.name in proc.stderr and ("truncated" in proc.stderr or "ends early" in proc.stderr), proc.stderr
 
 
+@pytest.mark.slow
 def test_compare_names_a_garbage_event_file(tmp_path):
     folder = tmp_path / "run" / "tensorboard" / "version_0"
     folder.mkdir(parents=True)
@@ -163,6 +160,7 @@ def test_a_resume_with_another_batch_size_is_refused(tmp_path):
         fit(64, 2, tmp_path / "epoch1.ckpt")  # 8 steps per epoch: the cycle would silently halve
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("data", [
     ["data.num_train=1", "data.num_val=1", "data.batch_size=2000"],  # one sample, a batch larger than the set
     ["data.num_train=3", "data.batch_size=2"],  # a last batch of one
@@ -175,6 +173,7 @@ def test_a_tiny_dataset_trains_to_the_end(data, tmp_path):
     assert "final: val/acc=" in proc.stdout and "bounds: base_lr=" in proc.stdout
 
 
+@pytest.mark.slow
 def test_too_few_mnist1d_samples_is_one_line(tmp_path):
     proc = _cli(["data.num_samples=5", "trainer.max_epochs=1", "trainer.enable_progress_bar=false"], tmp_path)
     assert proc.returncode == 2

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import torch
 
 from lightning_clr.models import CNN1D, MLP, Classifier
+from tests.helpers import run_cli
+
+pytestmark = pytest.mark.slow  # every test runs the CLI in a subprocess
 
 # id: (overrides, words the error line must contain, stage at which it fails)
 #   compose: Hydra refuses the override (no run directory at all)
@@ -47,20 +47,10 @@ CASES = {
 }
 
 
-def _cli(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess:
-    environ = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-    environ.update(PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", **env)
-    return subprocess.run([sys.executable, "-m", "lightning_clr.run", *args], cwd=cwd, env=environ,
-                          capture_output=True, text=True, timeout=600, check=False)
-
-
 @pytest.fixture(scope="module")
-def results(tmp_path_factory) -> dict[str, tuple[subprocess.CompletedProcess, Path]]:
-    """Every case run once, two at a time, each in a directory of its own."""
-    dirs = {name: tmp_path_factory.mktemp(name) for name in CASES}
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        procs = {name: pool.submit(_cli, CASES[name][0], dirs[name]) for name in CASES}
-        return {name: (future.result(), dirs[name]) for name, future in procs.items()}
+def results(cli_cases) -> dict[str, tuple[subprocess.CompletedProcess, Path]]:
+    """Every case run once, each in a folder of its own, on the shared CLI pool."""
+    return cli_cases({name: case[0] for name, case in CASES.items()})
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -82,7 +72,7 @@ def test_bad_override_fails_with_one_line(name, results):
 
 
 def test_full_error_shows_the_traceback(tmp_path):
-    proc = _cli(["finder.start_lr=-1"], tmp_path, HYDRA_FULL_ERROR="1")
+    proc = run_cli(["finder.start_lr=-1"], tmp_path, HYDRA_FULL_ERROR="1")
     assert proc.returncode != 0
     assert "Traceback" in proc.stderr and "start_lr must be a finite number in (0, 10000]" in proc.stderr
 
@@ -107,7 +97,7 @@ def test_an_unusable_checkpoint_fails_before_training_on_one_line(damage, tmp_pa
         words = [f"ckpt_path={path}", "another model", "missing net.net.0.weight", "unexpected net.features",
                  "model= and model.* overrides"]
     before = path.read_bytes()
-    proc = _cli(["data=synthetic", "model=mlp", f"+ckpt_path={path}", f"hydra.run.dir={tmp_path / 'run'}"], tmp_path)
+    proc = run_cli(["data=synthetic", "model=mlp", f"+ckpt_path={path}", f"hydra.run.dir={tmp_path / 'run'}"], tmp_path)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert path.read_bytes() == before
     assert "Traceback" not in proc.stderr + proc.stdout

@@ -135,6 +135,7 @@ def test_hydra_callback_compares_the_sweep(two_runs, capsys):
     assert (two_runs / "compare.png").read_bytes()[:8] == PNG_MAGIC
 
 
+@pytest.mark.slow
 def test_a_real_run_with_snapshots(tmp_path):
     out = tmp_path / "run"
     overrides = [*SMALL, "model=mlp", "+schedule=sgdr", "schedule.cycle_epochs=0.5", "+callbacks=[snapshot,flatness]"]
@@ -445,6 +446,7 @@ def test_a_range_test_run_that_recorded_nothing_is_not_called_constant(tmp_path)
             "as the grid does is unknown") in out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("schedule,constant", [([], False), (["+schedule=constant"], True)])
 def test_the_grid_check_names_the_schedule_a_real_range_test_run_trained(tmp_path, schedule, constant):
     """A real run of the entry point, with and without ``+schedule``, beside a grid written as its runs write it."""

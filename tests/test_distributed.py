@@ -81,6 +81,7 @@ def lr_at_batches(record: dict) -> np.ndarray:
     return np.array([lrs for _, _, lrs in record["lrs"]])
 
 
+@pytest.mark.slow  # 2-process DDP on CPU (gloo)
 class TestDDP:
     def test_every_rank_has_the_same_curve_bounds_and_lrs(self, runs):
         rank0, rank1 = runs[2]

@@ -13,9 +13,9 @@ import yaml
 from lightning.pytorch.loggers import CSVLogger
 
 from lightning_clr import LRRangeTest, RangeTestError
-from lightning_clr.range_test import callback as range_test
 from lightning_clr.cli.main import _report, train
 from lightning_clr.models import MLP, Classifier
+from lightning_clr.range_test import callback as range_test
 from tests.conftest import SMALL, compose_config
 from tests.helpers import LRRecorder, tiny_data, tiny_trainer
 

@@ -57,6 +57,7 @@ def test_the_recipes_are_found_and_documented():
         assert f"+recipe={name}" in readme
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", RECIPES)
 def test_recipe_trains_one_step(name, tmp_path):
     cifar = name not in MNIST1D
@@ -90,6 +91,7 @@ def test_mnist1d_recipe_sweeps_four_schedules_and_compares():
     assert {"snapshot", "flatness"} <= set(cfg.callbacks)
 
 
+@pytest.mark.slow
 def test_cli_finds_recipes_from_any_directory(tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.run([sys.executable, "-m", "lightning_clr.run", "+recipe=clr_cifar10", "data=fake_cifar10",

@@ -22,6 +22,8 @@ from lightning_clr.data import MNIST1DDataModule
 from tests.conftest import SMALL
 from tests.helpers import LRRecorder, tiny_data, tiny_model, tiny_trainer
 
+pytestmark = pytest.mark.slow  # resumes: a fit, then another from its checkpoint, many through the CLI
+
 STEPS_PER_EPOCH = 8  # limit_train_batches
 EPOCHS = 10
 SPECS = {  # each has a cycle boundary inside the resumed part of a 10-epoch run stopped at 5

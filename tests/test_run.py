@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -15,6 +14,9 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from tests.conftest import SMALL
+from tests.helpers import run_cli
+
+pytestmark = pytest.mark.slow  # the CLI, in-process and in subprocesses, and a TensorBoard server
 
 SCALARS = {
     "lr", "lr-momentum",                                      # LearningRateMonitor, per step
@@ -76,16 +78,12 @@ def test_tensorboard_server_serves_the_scalars(sgdr_run):
         server.wait(timeout=30)
 
 
-def _cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, "-m", "lightning_clr.run", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
 
 
 @pytest.mark.parametrize("schedule", [[], ["+schedule=sgdr"]], ids=["constant", "sgdr"])
 def test_cli_runs_outside_the_source_tree(schedule, tmp_path):
     run_dir = tmp_path / "run"
-    proc = _cli([*SMALL, "trainer.max_epochs=1", *schedule, f"hydra.run.dir={run_dir}"], cwd=tmp_path)
+    proc = run_cli([*SMALL, "trainer.max_epochs=1", *schedule, f"hydra.run.dir={run_dir}"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "bounds: base_lr=" in proc.stdout
     line = next(l for l in proc.stdout.splitlines() if l.startswith("TensorBoard: tensorboard --logdir "))

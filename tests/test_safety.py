@@ -25,7 +25,9 @@ from lightning_clr.cli.faults import NonFiniteLossError, StopOnNonFiniteLoss
 from lightning_clr.cli.rundir import OWNER_FILE, RunDirInUse, claim, job_id
 from lightning_clr.data import CIFAR10DataModule
 from tests.faulty_models import NaNFromStep
-from tests.helpers import tiny_data, tiny_model, tiny_trainer
+from tests.helpers import run_cli, tiny_data, tiny_model, tiny_trainer
+
+pytestmark = pytest.mark.slow  # the CLI in subprocesses: kills, signals, full disks, two jobs in one folder
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = ["data=synthetic", "model=mlp", "finder.num_steps=20", "finder.start_lr=1e-4", "trainer.max_epochs=2",
@@ -40,8 +42,7 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 def _cli(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "lightning_clr.run", *args], cwd=cwd, env=_env(**env),
-                          capture_output=True, text=True, timeout=900, check=False)
+    return run_cli(args, cwd, **{"PYTHONPATH": str(ROOT), **env})
 
 
 def _start(args: list[str], cwd: Path, log: Path, **env: str) -> subprocess.Popen:
@@ -348,11 +349,12 @@ def test_a_malicious_checkpoint_is_refused_without_running_it(tmp_path):
 
 
 def test_a_malicious_snapshot_file_is_refused_by_load_ensemble(tmp_path):
-    from lightning_clr import load_ensemble
+    from lightning_clr import SnapshotFileError, load_ensemble
 
     marker = tmp_path / "marker"
     torch.save({"state_dict": {}, "extra": _Payload(marker)}, tmp_path / "cycle_1.pt")
-    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+    with pytest.raises(SnapshotFileError, match=r"cycle_1.pt' is not a snapshot file SnapshotEnsemble wrote .*"
+                                                r"nothing from it was loaded or run"):
         load_ensemble(tiny_model(), tmp_path)
     assert not marker.exists()
 

@@ -22,16 +22,16 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from lightning_clr.cli.grid_check import grid_sweep, log_grid
 from lightning_clr.cli.main import config_dir
+from tests.helpers import run_cli
+
+pytestmark = pytest.mark.slow  # Hydra multiruns and launchers through the CLI
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TINY = ["data=synthetic", "trainer.max_epochs=1", "finder.num_steps=20", "trainer.enable_progress_bar=false"]
 
 
 def _cli(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
-    env.pop("HYDRA_FULL_ERROR", None)
-    return subprocess.run([sys.executable, "-m", "lightning_clr.run", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True)
+    return run_cli(args, cwd, **(env or {}))
 
 
 def _final(log_dir: Path, tag: str) -> float:

@@ -24,6 +24,8 @@ from lightning_clr.cli.config import ConfigError
 from lightning_clr.cli.main import build, train
 from tests.conftest import compose_config
 
+pytestmark = pytest.mark.slow  # the CLI on a user's own package, in subprocesses
+
 USERPKG = Path(__file__).resolve().parent / "userpkg"
 
 #: the README's "Your own model from the CLI" example, run from the repository root with

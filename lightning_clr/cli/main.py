@@ -29,13 +29,13 @@ from omegaconf.errors import OmegaConfBaseException
 from typing_extensions import override
 
 from lightning_clr._compat import FIT_WEIGHTS_ONLY
+from lightning_clr.callbacks.ensemble import SnapshotFileError
 from lightning_clr.cli.checkpointing import interrupt_status
 from lightning_clr.cli.config import COMPOSE_ERRORS, ConfigError, checkpoint_path, one_line, plain_text, register
 from lightning_clr.cli.extras import missing_extra
 from lightning_clr.cli.faults import RunFault, StopOnNonFiniteLoss, keep_going_on_write_errors
 from lightning_clr.cli.preflight import check_checkpoint, explain_override, preflight, resume_path, trusts_checkpoint
 from lightning_clr.cli.rundir import release
-from lightning_clr.callbacks.ensemble import SnapshotFileError
 from lightning_clr.data.base import DataFileError
 from lightning_clr.range_test.result import RangeTestError, RangeTestResult
 
