@@ -37,14 +37,6 @@ GROUPS = {p.name for p in CONF.iterdir() if p.is_dir() and not p.name.startswith
 APPENDED = {"schedule", "callbacks", "sweep", "recipe"}  # groups not in the defaults list: selected with +group=option
 PLUGINS = {"sweep/optuna_lr": "hydra_plugins.hydra_optuna_sweeper", "hydra/launcher/slurm": "hydra_plugins.hydra_submitit_launcher"}
 
-#: offers in the shipped text that do not compose today, each with what would fix it
-KNOWN = {
-    ("sweep/lr_grid", "finder.bounds=[lr,lr]"):
-        "lr is not a float; write the grid point as a placeholder, finder.bounds=[LR,LR]",
-    ("recipe/one_cycle_resnet56", "schedule=one_cycle"):
-        "the recipe's schedule.step_size is no OneCycle key, so this override is refused",
-}
-
 _COMMENT = re.compile(r"(?:^|\s)#(.*)$")
 _OVERRIDE = re.compile(r"""(?<![\w\-+./=])(\+{0,2}[A-Za-z_]\w*(?:[./][A-Za-z_]\w*)*)=('[^']*'|"[^"]*"|\S+)""")
 _COMMENTED_KEY = re.compile(r"""^\s?([a-z_]\w*): (null|true|false|-?[\d.e+-]+|\[[^\]]*\]|'[^']*'|"[^"]*"|[\w./-]+)\s*$""")
@@ -181,9 +173,7 @@ def _offers() -> list[Any]:
                 if shown in seen:
                     continue
                 seen.add(shown)
-                known = KNOWN.get((file_id, shown))
-                marks = [pytest.mark.xfail(strict=True, reason=known)] if known else []
-                params.append(pytest.param(file_id, overrides, marks=marks, id=f"{file_id}: {shown}".replace("{group}", "<option>")))
+                params.append(pytest.param(file_id, overrides, id=f"{file_id}: {shown}".replace("{group}", "<option>")))
     return params
 
 
