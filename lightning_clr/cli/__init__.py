@@ -6,7 +6,8 @@
 - :mod:`.rundir`: one job per run folder;
 - :mod:`.checkpointing`, :mod:`.faults`: checkpoints that survive kills, runs that stop on one line;
 - :mod:`.grid_check`, :mod:`.compare`: the range test checked against a grid, runs side by side
-  (``python -m lightning_clr.cli.compare``);
+  (``python -m lightning_clr.cli.compare``); :mod:`.events`, :mod:`.recorded`, :mod:`.runs`,
+  :mod:`.table`, :mod:`.sweep_checks`: what :mod:`.compare` reads and prints;
 - :mod:`.extras`: which optional extra a missing Hydra plugin comes from.
 
 The library (``range_test``, ``selection``, ``schedules``, ``callbacks``) never imports from here.
