@@ -57,7 +57,23 @@ class BlobsDataModule(L.LightningDataModule):
         return DataLoader(self.val_set, batch_size=256)
 
 
-class LitClassifier(L.LightningModule):
+class ClassifierSteps(L.LightningModule):
+    """The training and validation steps both modules share: cross-entropy, ``train_loss``, ``val_loss``, ``val_acc``."""
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        loss = F.cross_entropy(self(x), y)
+        self.log("train_loss", loss, on_epoch=True)
+        return loss
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        x, y = batch
+        logits = self(x)
+        self.log("val_loss", F.cross_entropy(logits, y))
+        self.log("val_acc", (logits.argmax(1) == y).float().mean())
+
+
+class LitClassifier(ClassifierSteps):
     """A two-layer MLP with Adam; logs ``train_loss``, ``val_loss`` and ``val_acc``.
 
     Args:
@@ -74,18 +90,6 @@ class LitClassifier(L.LightningModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x)
-
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        x, y = batch
-        loss = F.cross_entropy(self(x), y)
-        self.log("train_loss", loss, on_epoch=True)
-        return loss
-
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        x, y = batch
-        logits = self(x)
-        self.log("val_loss", F.cross_entropy(logits, y))
-        self.log("val_acc", (logits.argmax(1) == y).float().mean())
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
@@ -108,7 +112,7 @@ class DenseNet(nn.Module):
         return self.layers(x)
 
 
-class TemplateModule(L.LightningModule):
+class TemplateModule(ClassifierSteps):
     """A module in the style of lightning-hydra-template: the network, the optimizer and the scheduler
     come in as live objects (``_partial_: true`` for the last two), and ``save_hyperparameters()``
     stores them all, so the run's checkpoints pickle an ``nn.Module`` and a ``functools.partial``.
@@ -127,18 +131,6 @@ class TemplateModule(L.LightningModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
-
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        x, y = batch
-        loss = F.cross_entropy(self(x), y)
-        self.log("train_loss", loss, on_epoch=True)
-        return loss
-
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        x, y = batch
-        logits = self(x)
-        self.log("val_loss", F.cross_entropy(logits, y))
-        self.log("val_acc", (logits.argmax(1) == y).float().mean())
 
     def configure_optimizers(self) -> Any:
         optimizer = self.hparams.optimizer(params=self.parameters())
