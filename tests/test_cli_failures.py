@@ -402,3 +402,24 @@ def test_an_hparams_file_that_cannot_be_written_warns_and_the_run_ends_normally(
     if logger == "csv":
         rows = (tmp_path / "csv" / "version_0" / "metrics.csv").read_text().splitlines()
         assert len(rows) > 2 and "val/loss" in rows[0]  # the metrics were still written
+
+
+@pytest.mark.parametrize("path", ["../../../etc/passwd", "/tmp/somewhere/else.pt"], ids=["dotdot", "foreign-name"])
+def test_a_crafted_snapshot_path_in_a_checkpoint_is_one_line_with_exit_2(path, run_cli, tmp_path):
+    first = tmp_path / "first"
+    args = [*TINY, "trainer.max_epochs=2", "+schedule=sgdr", "schedule.cycle_epochs=1", "+callbacks=[snapshot,checkpoint]"]
+    status, _, err = run_cli([*args, f"hydra.run.dir={first}"])
+    assert status == 0, err[-3000:]
+    ckpt = first / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(ckpt, weights_only=True)
+    (key,) = [k for k in checkpoint["callbacks"] if k.startswith("SnapshotEnsemble")]
+    entries = checkpoint["callbacks"][key]["snapshots"]
+    assert entries, "the first run saved no snapshot to tamper with"
+    entries[0]["path"] = path
+    crafted = tmp_path / "crafted.ckpt"
+    torch.save(checkpoint, crafted)
+    status, _, err = run_cli([*args, "trainer.max_epochs=3", f"+ckpt_path={crafted}",
+                              f"hydra.run.dir={tmp_path / 'resumed'}"])
+    line = _one_error(status, err)
+    assert f"SnapshotEnsemble: the checkpoint names '{path}' as the snapshot of cycle" in line
+    assert "resume from a checkpoint that SnapshotEnsemble wrote" in line
