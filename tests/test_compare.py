@@ -458,7 +458,7 @@ def test_the_grid_check_names_the_schedule_a_real_range_test_run_trained(tmp_pat
     (out / ".hydra").mkdir()  # what Hydra writes next to the run
     (out / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
     (out / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(["finder.bounds=null", *schedule]))
-    spec = schedules.Constant() if constant else schedules.Triangular()  # LRRangeTest's default without +schedule
+    spec = schedules.Constant() if constant else schedules.WSD()  # LRRangeTest's default without +schedule
     (hparams,) = out.rglob("hparams.yaml")
     assert yaml.safe_load(hparams.read_text())["range_test/schedule"] == repr(spec)
     text = compare([sweep], png=None)
@@ -491,7 +491,7 @@ def test_a_large_sweep_is_drawn_without_a_legend(tmp_path):
 
 @pytest.mark.slow
 def test_the_lr_grid_sweep_without_a_schedule_names_what_its_range_test_run_trained(tmp_path):
-    """``python -m lightning_clr.run -m +sweep=lr_grid`` with no ``+schedule``: the check names Triangular, not Constant."""
+    """``python -m lightning_clr.run -m +sweep=lr_grid`` with no ``+schedule``: the check names WSD, not Constant."""
     sweep = tmp_path / "grid"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("HYDRA_FULL_ERROR", None)
@@ -501,7 +501,7 @@ def test_the_lr_grid_sweep_without_a_schedule_names_what_its_range_test_run_trai
                           cwd=tmp_path, env=env, capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (hparams,) = (sweep / "2").rglob("hparams.yaml")
-    assert yaml.safe_load(hparams.read_text())["range_test/schedule"] == repr(schedules.Triangular())
-    assert "range-test run (Triangular between the bounds): val/acc " in proc.stdout
-    assert f"range-test run: {schedules.Triangular()!r} between the bounds (its LR moved from " in proc.stdout
+    assert yaml.safe_load(hparams.read_text())["range_test/schedule"] == repr(schedules.WSD())
+    assert "range-test run (WSD between the bounds): val/acc " in proc.stdout
+    assert f"range-test run: {schedules.WSD()!r} between the bounds (its LR moved from " in proc.stdout
     assert "the comparison mixes a schedule against constants" in proc.stdout and "Constant" not in proc.stdout

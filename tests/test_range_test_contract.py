@@ -33,7 +33,7 @@ class TestNamedSettings:
                   if p.name != "self" and p.kind is p.POSITIONAL_OR_KEYWORD]
         finder = LRRangeTest()
         for p in params:
-            expected = schedules.Triangular() if p.name == "schedule" else ({} if p.name == "rule_options" else p.default)
+            expected = schedules.WSD() if p.name == "schedule" else ({} if p.name == "rule_options" else p.default)
             assert getattr(finder, f"_{p.name}") == expected, p.name
         assert not hasattr(finder, "_s") and finder.schedule is finder._schedule
 

@@ -141,7 +141,7 @@ def test_a_non_finite_state_never_replaces_a_finite_checkpoint(tmp_path):
 def test_check_every_n_steps_still_names_the_first_bad_step(tmp_path):
     trainer = tiny_trainer(tmp_path, max_epochs=2, limit_val_batches=0,
                            callbacks=[LRRangeTest(bounds=(0.01, 0.1)), StopOnNonFiniteLoss(check_every_n_steps=8)])
-    with pytest.raises(NonFiniteLossError, match=r"loss is nan at optimizer step 5 \(lr=0.0\d+, epoch 0\); "
+    with pytest.raises(NonFiniteLossError, match=r"loss is nan at optimizer step 5 \(lr=0.\d+, epoch 0\); "
                                                  r"training stopped, no checkpoint was written"):
         trainer.fit(NaNFromStep(nan_from_step=5, net=tiny_model().net, num_classes=4), datamodule=tiny_data())
     assert trainer.global_step == 8  # detected at the check after step 8

@@ -131,9 +131,9 @@ def test_lr_grid_on_a_users_own_model(tmp_path):
     best = min(losses, key=losses.get)
     assert f"best grid LR: {best:.4g} (val_loss {losses[best]:.4f})" in proc.stdout
     log_dir = _job(sweep, 2)[0]
-    assert f"range-test run (Triangular between the bounds): val_loss {_final(log_dir, 'val_loss'):.4f}" in proc.stdout
+    assert f"range-test run (WSD between the bounds): val_loss {_final(log_dir, 'val_loss'):.4f}" in proc.stdout
     assert "a schedule, while every grid run trains a constant LR: the comparison mixes a schedule against constants" \
-        in proc.stdout  # without +schedule the range-test run trains the default Triangular, and says so
+        in proc.stdout  # without +schedule the range-test run trains the default WSD, and says so
     _assert_png(sweep / "lr_grid.png", (700, 800))
     from lightning_clr.cli.compare import compare
 

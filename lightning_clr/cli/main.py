@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m lightning_clr.run                                # range test + Triangular (the default)
+    python -m lightning_clr.run                                # range test + WSD (the default)
     python -m lightning_clr.run +schedule=sgdr                 # range test + SGDR
     python -m lightning_clr.run +schedule=triangular2 model=mlp trainer.max_epochs=40
     python -m lightning_clr.run -m +schedule=triangular2,sgdr,one_cycle   # one run each

@@ -57,8 +57,9 @@ class LRRangeTest(Callback):
 
     Args:
         schedule: the schedule to install between the found bounds (a spec from
-            :mod:`lightning_clr.schedules`); ``None`` means the default, ``Triangular()``: one CLR
-            triangle fitted to the run, the schedule that won across ``benchmarks/suite.py``.
+            :mod:`lightning_clr.schedules`); ``None`` means the default, ``WSD()``: a warm-up to
+            ``max_lr``, a plateau there and a final decay to ``base_lr``, the schedule chosen
+            leave-one-family-out across ``benchmarks/suite.py``.
         start_lr: the LR of the first sweep step.
         end_lr: the LR of the last planned sweep step. At its default (100) the sweep goes on
             past it while the loss still falls (see ``max_extensions``); any other value is a

@@ -206,9 +206,9 @@ def check_group_scales(scales: Any) -> list[float] | None:
 
 
 def check_schedule(schedule: Any) -> schedules.Schedule:
-    """A :mod:`lightning_clr.schedules` spec; ``None`` is the default, ``Triangular()``."""
+    """A :mod:`lightning_clr.schedules` spec; ``None`` is the default, ``WSD()``."""
     if schedule is None:
-        return schedules.Triangular()
+        return schedules.WSD()
     if not isinstance(schedule, schedules.Schedule):
         raise TypeError(f"schedule must be a lightning_clr.schedules spec, got {type(schedule).__name__}")
     return schedule
