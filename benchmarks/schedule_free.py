@@ -34,12 +34,10 @@ from pathlib import Path
 
 import suite_tasks as st
 from common import machine, mean, setup
-from suite import ANCHORS, COST, better, fmt, fmt_score, key
+from suite import ANCHORS, COST, better, fmt, fmt_score, key, task_arguments
 
 from lightning_clr import LRRangeTest
 from lightning_clr.cli.compare import markdown
-
-SEEDS = (0, 1)
 
 _ROOT: list[str] = []
 
@@ -111,15 +109,9 @@ def task_block(name: str, epochs: int, seeds: Sequence[int], res: dict) -> tuple
 
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--tasks", nargs="+", default=list(st.TASKS), choices=list(st.TASKS),
-                   help="suite tasks (default: all)")
-    p.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS), help="seeds (default 0 1)")
-    p.add_argument("--epochs", type=int, default=None, help="training budget of every task (default: each task's own)")
+    p = task_arguments(__doc__.split("\n")[0])
     p.add_argument("--anchors", type=Path, default=ANCHORS, help="the suite's cache, for the default-lr rows")
     p.add_argument("--no-cache", action="store_true", help="train the default-lr rows too")
-    p.add_argument("--workers", type=int, default=2, help="processes (default 2; 1 runs in this process)")
-    p.add_argument("--json", type=Path, default=None, help="also write the results here")
     return p.parse_args(argv)
 
 

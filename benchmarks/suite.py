@@ -317,11 +317,20 @@ def within_target(task: st.SuiteTask, score: float, oracle: float) -> bool:
     return math.isfinite(score) and score <= oracle * 1.05 + 1e-12
 
 
-def parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def task_arguments(description: str) -> argparse.ArgumentParser:
+    """The options every script over the suite's tasks takes: ``--tasks``, ``--seeds``, ``--epochs``,
+    ``--workers``, ``--json``."""
+    p = argparse.ArgumentParser(description=description)
     p.add_argument("--tasks", nargs="+", default=list(st.TASKS), choices=list(st.TASKS), help="tasks (default: all)")
     p.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS), help="seeds (default 0 1)")
     p.add_argument("--epochs", type=int, default=None, help="training budget of every task (default: each task's own)")
+    p.add_argument("--workers", type=int, default=2, help="processes (default 2; 1 runs in this process)")
+    p.add_argument("--json", type=Path, default=None, help="also write the results here")
+    return p
+
+
+def parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = task_arguments(__doc__.split("\n")[0])
     p.add_argument("--refresh-anchors", action="store_true", help="recompute the oracle grids and the finders' rows")
     p.add_argument("--anchors", type=Path, default=ANCHORS, help="anchor cache (default benchmarks/suite_anchors.json)")
     p.add_argument("--grid-per-decade", type=int, default=2, help="oracle grid density (default 2: half-decades)")
@@ -333,8 +342,6 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--small-study", action="store_true", help="a handful of candidates (smoke tests)")
     p.add_argument("--study-only", action="store_true", help="stop after the offline study (needs no new training "
                    "when the cache holds every anchor)")
-    p.add_argument("--workers", type=int, default=2, help="processes (default 2; 1 runs in this process)")
-    p.add_argument("--json", type=Path, default=None, help="also write the results here")
     return p.parse_args(argv)
 
 
