@@ -113,7 +113,11 @@ def finder_kwargs(start: float, end: float, steps: int, beta: float, threshold: 
     params = inspect.signature(LRRangeTest.__init__).parameters
     kw = {"num_steps": steps, "divergence_threshold": threshold, "rule": rule}
     kw.update({name: value for name, value in settings if name in params})
-    kw.update({"start_lr": start, "end_lr": end} if "start_lr" in params else {"min_lr": start, "max_lr": end})
+    if "start_lr" in params:
+        # where end_lr defaults to None, 100 is a ceiling and None the end the sweep may pass, as 100 was before
+        kw.update({"start_lr": start, "end_lr": None if end == 100.0 and params["end_lr"].default is None else end})
+    else:
+        kw.update({"min_lr": start, "max_lr": end})
     kw["ema_beta" if "ema_beta" in params else "smoothing"] = beta
     if rule_options and "rule_options" in params:
         kw["rule_options"] = dict(rule_options)

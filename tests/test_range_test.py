@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 from functools import partial
 
 import lightning as L
@@ -282,6 +283,18 @@ class TestValidation:
         with pytest.raises(ValueError, match=match):
             LRRangeTest(**kwargs)
 
+    def test_end_lr_none_is_the_default_end_and_a_bad_end_lr_names_the_fix(self):
+        finder = LRRangeTest(end_lr=None)
+        assert (finder._end_lr, finder._extendable) == (100.0, True) and isinstance(finder._end_lr, float)
+        for bad in (0.0, -1.0, math.inf, math.nan, 1e5, True, "100"):
+            with pytest.raises(ValueError, match=rf"end_lr \({re.escape(str(bad))}\) must be a finite number above "
+                                                 r"start_lr \(1e-05\), at most 10000, or None for the default end "
+                                                 r"\(100, passed while the loss still falls\); e.g. end_lr=10"):
+                LRRangeTest(end_lr=bad)
+        with pytest.raises(ValueError, match=r"end_lr \(None, the default end 100\) must be a finite number above "
+                                             r"start_lr \(1000.0\)"):
+            LRRangeTest(start_lr=1e3)
+
 
 def test_adamw_mlp_finds_sane_bounds(tmp_path):
     finder = LRRangeTest(num_steps=60, start_lr=1e-5, end_lr=10.0)
@@ -318,6 +331,14 @@ class TestContract:
         with pytest.warns(DeprecationWarning, match=f"{old}= is renamed {new}="):
             finder = LRRangeTest(**{old: value})
         assert getattr(finder, f"_{new}") == value
+
+    def test_an_old_name_alone_is_a_value_given_and_both_names_are_refused(self):
+        with pytest.warns(DeprecationWarning, match="max_lr= is renamed end_lr="):
+            finder = LRRangeTest(max_lr=100.0)
+        assert (finder._end_lr, finder._extendable) == (100.0, False)  # a ceiling, as end_lr=100
+        for end_lr in (5.0, 100.0):  # 100 given is a value too, not the default
+            with pytest.raises(TypeError, match="max_lr= is the old name of end_lr=; pass only end_lr="):
+                LRRangeTest(max_lr=3.0, end_lr=end_lr)
 
     def test_enabled_is_gone_with_the_replacement_named(self):
         with pytest.raises(TypeError, match=r"enabled= is removed; pass bounds=\(base_lr, max_lr\)"):

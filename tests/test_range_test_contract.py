@@ -32,9 +32,10 @@ class TestNamedSettings:
         params = [p for p in inspect.signature(LRRangeTest.__init__).parameters.values()
                   if p.name != "self" and p.kind is p.POSITIONAL_OR_KEYWORD]
         finder = LRRangeTest()
+        normalised = {"schedule": schedules.WSD(), "rule_options": {}, "end_lr": settings.DEFAULT_END_LR}
         for p in params:
-            expected = schedules.WSD() if p.name == "schedule" else ({} if p.name == "rule_options" else p.default)
-            assert getattr(finder, f"_{p.name}") == expected, p.name
+            assert getattr(finder, f"_{p.name}") == normalised.get(p.name, p.default), p.name
+        assert finder._extendable and not LRRangeTest(end_lr=settings.DEFAULT_END_LR)._extendable
         assert not hasattr(finder, "_s") and finder.schedule is finder._schedule
 
     def test_values_are_normalised_where_they_are_checked(self):
@@ -215,6 +216,15 @@ class TestCeiling:
         assert r.losses[-1] < r.losses[-2] < r.losses[0]  # still falling at its end: the default would extend
         assert max(r.lrs) == 1.0 and r.extended == 0 and len(r.lrs) == 40
         assert r.lrs == sweep_lrs(1e-5, 1.0, 40, "exponential")
+
+    @pytest.mark.parametrize("end_lr", [100, 100.0])
+    def test_an_end_lr_of_100_given_is_a_ceiling_the_default_end_is_not(self, end_lr, tmp_path):
+        planned = sweep_lrs(1e-5, settings.DEFAULT_END_LR, 20, "exponential")
+        given = self.fit(tmp_path / "given", SlowQuadratic(0.01), num_steps=20, end_lr=end_lr, min_fall=0.0)
+        assert given.losses[-1] < given.losses[-2] < given.losses[0]  # still falling at 100
+        assert given.extended == 0 and max(given.lrs) <= 100 and given.lrs == planned
+        default = self.fit(tmp_path / "default", SlowQuadratic(0.01), num_steps=20, min_fall=0.0)
+        assert default.lrs[:20] == planned and default.extended == 2 and max(default.lrs) > 100
 
     def test_the_default_end_is_extended_but_never_above_max_lr(self, tmp_path):
         r = self.fit(tmp_path, SlowQuadratic(0.01), num_steps=20)  # flat up to lr 100

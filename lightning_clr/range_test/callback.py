@@ -61,9 +61,10 @@ class LRRangeTest(Callback):
             ``max_lr``, a plateau there and a final decay to ``base_lr``, the schedule chosen
             leave-one-family-out across ``benchmarks/suite.py``.
         start_lr: the LR of the first sweep step.
-        end_lr: the LR of the last planned sweep step. At its default (100) the sweep goes on
-            past it while the loss still falls (see ``max_extensions``); any other value is a
-            ceiling the sweep never passes.
+        end_lr: the LR of the last planned sweep step. ``None`` (the default) plans the sweep to
+            100 (``settings.DEFAULT_END_LR``) and lets it go on past that while the loss still falls
+            (see ``max_extensions``); any number given, 100 included, is a ceiling the sweep never
+            passes.
         num_steps: optimizer steps in the sweep (one point each). The sweep cycles the
             train loader if an epoch is shorter and ignores ``max_epochs`` and ``limit_train_batches``;
             ``sweep_share`` may shorten it.
@@ -83,7 +84,8 @@ class LRRangeTest(Callback):
             in the schedule, e.g. ``[0.1, 1.0]``; ``None`` keeps the optimizer's LR ratios.
         max_extensions: while the loss is still falling at the last LR, continue the sweep
             by another decade (exponential) or half its length (linear), at most this many times;
-            only past the default ``end_lr``, and never above ``settings.MAX_LR`` (1e4).
+            only when ``end_lr`` is ``None`` (the default end, 100), never past an ``end_lr`` given,
+            and never above ``settings.MAX_LR`` (1e4).
         min_fall: a sweep whose loss falls by less than this fraction of its top trained too
             little to read (its loss moved only near the unstable LRs): it is run again from
             the same state with twice the steps, at most ``max_reruns`` times. 0 never reruns.
@@ -134,7 +136,7 @@ class LRRangeTest(Callback):
         self,
         schedule: _schedules.Schedule | None = None,
         start_lr: float = 1e-5,
-        end_lr: float = settings.DEFAULT_END_LR,
+        end_lr: float | None = None,
         num_steps: int = 200,
         mode: str = "exponential",
         ema_beta: float = 0.5,
@@ -163,6 +165,8 @@ class LRRangeTest(Callback):
         self._schedule_given = schedule is not None
         self._start_lr = settings.check_lr("start_lr", start_lr, "a sweep starts at a small LR such as 1e-5")
         self._end_lr = settings.check_end_lr(end_lr, self._start_lr)
+        # None is the default end, a first guess the sweep may pass; an end the user gave is a ceiling
+        self._extendable = end_lr is None
         self._num_steps = settings.check_count("num_steps", num_steps, settings.MIN_STEPS, "200 is the default",
                                                purpose=" to read a curve")
         self._mode = settings.check_choice("mode", mode, settings.SWEEP_MODES)
@@ -314,8 +318,7 @@ class LRRangeTest(Callback):
     def _policy(self, total: int | None) -> Policy:
         """What the settings allow a sweep whose curve cannot be read yet (see :mod:`.readability`), in a run of
         ``total`` optimizer steps (``None``: unknown), with its length capped by ``sweep_share``."""
-        # the default end is a first guess the sweep may pass; an end the user set is a ceiling
-        ceiling = settings.MAX_LR if self._end_lr == settings.DEFAULT_END_LR else self._end_lr
+        ceiling = settings.MAX_LR if self._extendable else self._end_lr
         policy = Policy(self._mode, self._num_steps, self._max_extensions, self._min_fall, self._max_reruns, ceiling)
         return capped(policy, settings.sweep_cap(self._sweep_share, total))
 

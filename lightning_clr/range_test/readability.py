@@ -6,8 +6,8 @@ tenth of the LRs. Otherwise, in this order:
 1. **extend**: the loss still falls at the last LR (or the curve is flat so far), the sweep
    has not stopped, and it may go further: a decade more at the same spacing (exponential)
    or half the sweep's length at the same step (linear), at most ``max_extensions`` times,
-   never above the policy's ``ceiling`` (a user's ``end_lr``, else ``MAX_LR``) nor past its
-   ``max_steps`` (the share of the run a sweep may take);
+   never above the policy's ``ceiling`` (an ``end_lr`` given; ``MAX_LR`` at ``end_lr=None``)
+   nor past its ``max_steps`` (the share of the run a sweep may take);
 2. **rerun**: the loss fell by less than ``min_fall`` of its top: the sweep trained too
    little and its loss moved only near the unstable LRs (a CNN on a plateau, cut by 2-5% in
    200 steps, read ``max_lr`` 0.6-1.0; with 400 steps it fell 7-9% and read 0.3, where it

@@ -33,9 +33,10 @@ class RangeTestResult:
         skipped_steps: sweep steps not recorded: the gradient scaler skipped the update
             (inf/NaN gradients, e.g. with ``precision="16-mixed"``) or ``training_step``
             returned ``None``. The same LR is tried again on the next batch.
-        extended: how many times the sweep was continued past the default ``end_lr`` because
-            the loss was still falling at its last LR (0 when the sweep found the top of the
-            range, or ``end_lr`` was set: that is a ceiling).
+        extended: how many times the sweep was continued past its planned end because the loss
+            was still falling at its last LR; only at ``end_lr=None``, the default end (100). 0 when
+            the sweep found the top of the range, or ``end_lr`` was given (100 included): that is a
+            ceiling.
         reruns: how many times the sweep was run again with twice the steps because its loss
             fell by less than ``min_fall``; the curve is the last run's.
     """

@@ -21,8 +21,8 @@ SWEEP_MODES = ("exponential", "linear")
 #: the largest LR taken as meant: above it an LR only overflows the weights (1e308 trains at inf);
 #: no sweep step, extension included, goes above it
 MAX_LR = 1e4
-#: the default end of the sweep: a first guess, which the sweep passes while the loss still falls
-#: (any other ``end_lr`` is a ceiling it never passes)
+#: the end of the sweep when ``end_lr`` is ``None`` (its default): a first guess, which the sweep passes while
+#: the loss still falls (any ``end_lr`` given, this value included, is a ceiling it never passes)
 DEFAULT_END_LR = 100.0
 #: the smallest sweep whose curve the rules read correctly (tests/test_selection.py checks it)
 MIN_STEPS = 20
@@ -80,11 +80,15 @@ def check_lr(name: str, value: Any, fix: str) -> float:
 
 
 def check_end_lr(end_lr: Any, start_lr: float) -> float:
-    """``end_lr`` as a float if it is a usable LR above ``start_lr``."""
-    if not (is_lr(end_lr) and end_lr > start_lr):
-        raise ValueError(f"end_lr ({end_lr}) must be a finite number above start_lr ({start_lr}), at most "
-                         f"{MAX_LR:g}; e.g. end_lr=10")
-    return float(end_lr)
+    """``end_lr`` as a float if it is a usable LR above ``start_lr``; ``None`` (the default) is
+    :data:`DEFAULT_END_LR`, which the sweep may pass (the caller keeps that ``end_lr is None``)."""
+    value = DEFAULT_END_LR if end_lr is None else end_lr
+    if not (is_lr(value) and value > start_lr):
+        shown = f"None, the default end {DEFAULT_END_LR:g}" if end_lr is None else end_lr
+        raise ValueError(f"end_lr ({shown}) must be a finite number above start_lr ({start_lr}), at most "
+                         f"{MAX_LR:g}, or None for the default end ({DEFAULT_END_LR:g}, passed while the loss "
+                         "still falls); e.g. end_lr=10")
+    return float(value)
 
 
 def check_count(name: str, value: Any, low: int, fix: str, purpose: str = "") -> int:
