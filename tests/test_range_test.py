@@ -461,6 +461,14 @@ class TestSweepShare:
             self.fit(tmp_path, 60, sweep_share=0.5, min_fall=0.0)
         assert "LRRangeTest: the run has 60 optimizer steps; the sweep takes 30 (sweep_share=0.5)." in caplog.text
 
+    def test_with_no_share_a_sweep_longer_than_the_run_says_so_with_the_numbers(self, tmp_path, caplog, recwarn):
+        with caplog.at_level("INFO"):
+            r = self.fit(tmp_path, 60, num_steps=100, min_fall=0.0)
+        assert len(r.lrs) == 100  # not shortened: only said
+        assert ("LRRangeTest: the sweep takes 100 steps, 1.7x the run's 60 optimizer steps; sweep_share=0.5 would cap "
+                "it at 30 (coarser bounds), and bounds=(base_lr, max_lr) skips it.") in caplog.text
+        assert not [w for w in recwarn if "sweep takes" in str(w.message)]  # information, not a warning
+
     def test_a_sweep_longer_than_the_share_warns_with_the_ratio(self, tmp_path, caplog):
         with pytest.warns(UserWarning, match=r"^LRRangeTest: the sweep takes 20 steps, the fewest a curve can be read "
                                              r"from: 0.71x the run's 28 \(sweep_share=0.5\); bounds=\(base_lr, "

@@ -79,7 +79,11 @@ class TestNamedSettings:
         (0.5, 60, 30, settings.Note("the run has 60 optimizer steps; the sweep takes 30 (sweep_share=0.5).")),
         (0.5, 28, 20, settings.Note("the sweep takes 20 steps, the fewest a curve can be read from: 0.71x the run's "
                                     "28 (sweep_share=0.5); bounds=(base_lr, max_lr) skips the sweep.", warn=True)),
-        (0.5, 1000, 200, None), (None, 60, 200, None), (0.5, None, 200, None)])
+        (None, 88, 200, settings.Note("the sweep takes 200 steps, 2.3x the run's 88 optimizer steps; sweep_share=0.5 "
+                                      "would cap it at 44 (coarser bounds), and bounds=(base_lr, max_lr) skips it.")),
+        (None, 30, 200, settings.Note("the sweep takes 200 steps, 6.7x the run's 30 optimizer steps; sweep_share=0.5 "
+                                      "would cap it at 20 (coarser bounds), and bounds=(base_lr, max_lr) skips it.")),
+        (0.5, 1000, 200, None), (None, 200, 200, None), (None, 1000, 200, None), (0.5, None, 200, None)])
     def test_what_is_said_about_the_sweeps_length(self, share, total, taken, note):
         assert settings.cap_note(share, total, asked=200, taken=taken) == note
         with pytest.raises(TypeError, match="schedule must be a lightning_clr.schedules spec, got str"):

@@ -140,7 +140,8 @@ class Note:
 
 
 def cap_note(sweep_share: float | None, total_steps: int | None, *, asked: int, taken: int) -> Note | None:
-    """What to say about the sweep's length under ``sweep_share``, if anything.
+    """What to say about the sweep's length under ``sweep_share``, if anything: with no share, only
+    when the sweep takes more steps than the whole run.
 
     Args:
         sweep_share: the setting.
@@ -148,8 +149,14 @@ def cap_note(sweep_share: float | None, total_steps: int | None, *, asked: int, 
         asked: ``num_steps``.
         taken: the steps the sweep takes.
     """
-    if sweep_share is None or total_steps is None:
+    if total_steps is None:
         return None
+    if sweep_share is None:  # no cap: say what the sweep costs when it outlasts the run, and how to cap it
+        if asked <= total_steps:
+            return None
+        return Note(f"the sweep takes {asked} steps, {asked / total_steps:.2g}x the run's {total_steps} optimizer "
+                    f"steps; sweep_share=0.5 would cap it at {max(MIN_STEPS, total_steps // 2)} (coarser bounds), "
+                    "and bounds=(base_lr, max_lr) skips it.")
     if sweep_share * total_steps < MIN_STEPS:
         return Note(f"the sweep takes {taken} steps, the fewest a curve can be read from: {taken / total_steps:.2f}x "
                     f"the run's {total_steps} (sweep_share={sweep_share:g}); bounds=(base_lr, max_lr) skips the sweep.",
