@@ -7,6 +7,7 @@ on 1000 MNIST-1D samples (8 steps per epoch), 2 epochs and one seed.
 from __future__ import annotations
 
 import itertools
+import json
 import re
 import subprocess
 import sys
@@ -123,3 +124,14 @@ def test_schedule_free_prints_both_rows_the_winner_and_the_count(tmp_path):
     assert list(summary) == ["short-digits"] and summary["short-digits"][-1] in (
         "LRRangeTest() + schedule-free AdamW", "schedule-free AdamW, default lr", "tie")
     assert re.search(r"beats Schedule-Free AdamW at its default lr on [01] of 1 tasks$", out, re.MULTILINE)
+
+
+def test_second_sweep_starts_from_the_first_max_lr_at_the_asked_step(tmp_path):
+    out = run("second_sweep.py", "--tasks", "short-digits", "--seeds", "0", "--at", "0.1", "--workers", "1",
+              "--json", str(tmp_path / "out.json"))
+    rows = table(out, "## Readings")
+    assert list(rows)[:2] == ["first sweep", "smith at 0.1"] and len(rows) == 8
+    record = json.loads((tmp_path / "out.json").read_text())["records"]["short-digits/0/0.1"]
+    assert record["lrs"][0] == pytest.approx(record["max_lr"] / 10, rel=1e-12)  # from the first sweep's max_lr
+    assert 20 <= len(record["lrs"]) <= 60 and record["lrs"] == sorted(record["lrs"])
+    assert record["step"] == round(0.1 * record["total"])  # at a tenth of the run, and the training stopped there
