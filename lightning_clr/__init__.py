@@ -8,7 +8,7 @@ from lightning_clr.range_test import LRRangeTest
 from lightning_clr.range_test.figure import plot_range_test
 from lightning_clr.range_test.result import RangeTestError, RangeTestResult
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 __all__ = [
     "FlatnessProbe",
