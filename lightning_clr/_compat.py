@@ -34,10 +34,10 @@ from torchmetrics import Metric
 
 __all__ = [
     "FIT_WEIGHTS_ONLY",
-    "renamed",
     "combined_loader",
     "metric_state",
     "private_iterator",
+    "renamed",
     "scratch_results",
     "set_metric_state",
     "set_sampler_epoch",

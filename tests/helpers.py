@@ -27,16 +27,16 @@ def tiny_model(seed: int = 0, optimizer=None, hidden=(32,), **kwargs) -> Classif
 
 
 def tiny_trainer(root: Path, **kwargs) -> L.Trainer:
-    settings = dict(
-        accelerator="cpu",
-        devices=1,
-        max_epochs=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=str(root),
-    )
+    settings = {
+        "accelerator": "cpu",
+        "devices": 1,
+        "max_epochs": 1,
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "default_root_dir": str(root),
+    }
     settings.update(kwargs)
     return L.Trainer(**settings)
 

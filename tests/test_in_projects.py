@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import lightning as L
 import pytest
@@ -17,7 +18,7 @@ from lightning_clr._compat import FIT_WEIGHTS_ONLY
 from lightning_clr.models import Classifier
 from tests.helpers import LRRecorder, tiny_data, tiny_model, tiny_trainer
 
-FINDER = dict(num_steps=20, start_lr=1e-4, end_lr=1.0, progress_bar=False)
+FINDER = {"num_steps": 20, "start_lr": 1e-4, "end_lr": 1.0, "progress_bar": False}
 
 
 class Stream(IterableDataset):
@@ -207,7 +208,7 @@ def test_update_attr_without_an_attribute_fails_before_the_sweep(tmp_path):
 def test_a_validation_loss_sweep_records_the_held_out_loss(tmp_path):
     """metric='val_loss': each point is the mean loss on the same 2 validation batches, after the step."""
     class Recorded(Classifier):
-        seen: list = []
+        seen: ClassVar[list] = []
 
         def training_step(self, batch, batch_idx):
             Recorded.seen.append((self.training, torch.is_grad_enabled(), batch[0][0, 0].item()))

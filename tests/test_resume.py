@@ -160,7 +160,7 @@ def test_which_schedules_must_keep_the_run_length_on_resume(spec, spans_the_run)
 def test_a_reused_callback_runs_a_new_range_test_without_checkpoint(tmp_path):
     path = _checkpoint(tmp_path, schedules.Constant())
     finder = LRRangeTest(schedules.Constant(), num_steps=20, start_lr=1e-4, end_lr=1.0)
-    kwargs = dict(max_epochs=1, limit_train_batches=2, limit_val_batches=0, callbacks=[finder])
+    kwargs = {"max_epochs": 1, "limit_train_batches": 2, "limit_val_batches": 0, "callbacks": [finder]}
     tiny_trainer(tmp_path / "a", **kwargs).fit(tiny_model(), datamodule=tiny_data(), ckpt_path=path)
     assert finder.restored and finder.result.lrs  # the checkpoint's sweep
     finder.result = None

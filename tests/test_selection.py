@@ -8,6 +8,7 @@ is done at ``log10(lr) = c + w * ln(p / (1 - p))``, so every rule has an exact t
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -119,7 +120,7 @@ class TestKnownCurve:
 class TestSpacing:
     # a linear sweep is sparse at low LR in log space: descent 1e-2..0.3 leaves it a decade
     # of plateau below; blow-up above 1
-    KW = dict(lo=1e-2, hi=0.3, blow=1.0)
+    KW: ClassVar[dict] = {"lo": 1e-2, "hi": 0.3, "blow": 1.0}
     EXP = np.logspace(-3, math.log10(3), 120)
     LIN = np.linspace(1e-3, 3, 1500)
 
@@ -301,11 +302,11 @@ class TestValidation:
     @pytest.mark.parametrize(
         "fn, kwargs",
         [
-            (smith, dict(start_frac=0.9, stop_frac=0.5)),
-            (smith, dict(div=1.0)),
-            (steepest, dict(stop_frac=1.0)),
-            (valley, dict(position=1.0)),
-            (valley, dict(min_points=1)),
+            (smith, {"start_frac": 0.9, "stop_frac": 0.5}),
+            (smith, {"div": 1.0}),
+            (steepest, {"stop_frac": 1.0}),
+            (valley, {"position": 1.0}),
+            (valley, {"min_points": 1}),
         ],
     )
     def test_bad_options_raise(self, fn, kwargs):

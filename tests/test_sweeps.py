@@ -7,6 +7,7 @@ read back from the runs' own TensorBoard files, not from the printed output.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import subprocess
@@ -58,7 +59,7 @@ class TestGridValues:
         assert log_grid(1e-3, 1.0, 4) == [0.001, 0.01, 0.1, 1.0]
         grid = log_grid(1e-4, 1.0, 9)
         assert grid[0] == 1e-4 and grid[-1] == 1.0 and grid[4] == pytest.approx(0.01)
-        ratios = [b / a for a, b in zip(grid, grid[1:])]
+        ratios = [b / a for a, b in itertools.pairwise(grid)]
         assert ratios == pytest.approx([10**0.5] * 8, rel=1e-3)  # even in log LR
 
     def test_sweep_choices_end_with_the_range_test(self):
@@ -87,7 +88,7 @@ def test_lr_grid_check_on_synthetic_data(tmp_path):
         log_dir, config, overrides = _job(sweep, num)
         assert f"finder.bounds=[{lr!r},{lr!r}]" in overrides and config["finder"]["bounds"] == [lr, lr]
         assert config["schedule"]["_target_"] == "lightning_clr.schedules.SGDR"
-        row = re.search(rf"^\| {re.escape(f'{lr:.4g}')} \| ([0-9.]+) \|", out, re.M)
+        row = re.search(rf"^\| {re.escape(f'{lr:.4g}')} \| ([0-9.]+) \|", out, re.MULTILINE)
         assert row is not None, out
         assert float(row.group(1)) == pytest.approx(_final(log_dir, "val/acc"), abs=6e-5)
         events = EventAccumulator(str(log_dir), size_guidance={"scalars": 0})
@@ -164,7 +165,7 @@ def test_submitit_local_runs_each_schedule_in_its_own_process(tmp_path):
     for num, name in ((0, "constant"), (1, "sgdr")):
         acc = _final(_job(sweep, num)[0], "val/acc")
         assert re.search(rf"^\| \+schedule={name} \| {'Constant' if num == 0 else 'SGDR'} \| .* \| {acc:.4f} \|",
-                         out, re.M), out
+                         out, re.MULTILINE), out
 
 
 @pytest.mark.slow
@@ -178,7 +179,7 @@ def test_optuna_search_against_one_range_test(tmp_path):
     results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     assert results["best_value"] == pytest.approx(max(finals))
     # trial 0 is the reference range test: no drawn bounds, so the finder ran
-    log_dir, config, overrides = _job(sweep, 0)
+    log_dir, _config, overrides = _job(sweep, 0)
     assert not any(o.startswith(("search.", "finder.rule")) for o in overrides)
     hparams = yaml.safe_load((log_dir / "hparams.yaml").read_text())
     assert (f"one range test: base_lr={hparams['range_test/base_lr']:.4g} max_lr={hparams['range_test/max_lr']:.4g}, "
@@ -229,14 +230,14 @@ def without_plugins(tmp_path) -> dict[str, str]:
 
 @pytest.mark.parametrize("override,line", [
     ("+sweep=optuna_lr",
-     "error: hydra/sweeper=optuna needs the optional extra 'optuna' (hydra-optuna-sweeper): "
-     'pip install "lightning-clr[optuna]"'),
+     ("error: hydra/sweeper=optuna needs the optional extra 'optuna' (hydra-optuna-sweeper): "
+     'pip install "lightning-clr[optuna]"')),
     ("hydra/launcher=slurm",
-     "error: hydra/launcher=submitit_slurm needs the optional extra 'cluster' (hydra-submitit-launcher): "
-     'pip install "lightning-clr[cluster]"'),
+     ("error: hydra/launcher=submitit_slurm needs the optional extra 'cluster' (hydra-submitit-launcher): "
+     'pip install "lightning-clr[cluster]"')),
     ("hydra/launcher=submitit_local",
-     "error: hydra/launcher=submitit_local needs the optional extra 'cluster' (hydra-submitit-launcher): "
-     'pip install "lightning-clr[cluster]"'),
+     ("error: hydra/launcher=submitit_local needs the optional extra 'cluster' (hydra-submitit-launcher): "
+     'pip install "lightning-clr[cluster]"')),
 ])
 @pytest.mark.slow
 def test_missing_extra_is_one_line(tmp_path, without_plugins, override, line):

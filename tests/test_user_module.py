@@ -42,7 +42,8 @@ def _run(command: str, cwd: Path) -> subprocess.CompletedProcess:
     assert args[0] == "python"
     env = {**os.environ, "PYTHONUNBUFFERED": "1",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(USERPKG), os.environ.get("PYTHONPATH")]))}
-    return subprocess.run([sys.executable, *args[1:]], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run([sys.executable, *args[1:]], cwd=cwd, env=env, capture_output=True, text=True, timeout=600,
+                          check=False)
 
 
 def test_readme_example_trains_the_users_module(tmp_path):
@@ -97,14 +98,14 @@ USER = ["~data", "+data._target_=mypkg.BlobsDataModule", "+data.num_classes=5"]
 ERRORS = {
     "keys-left-from-the-shipped-model": (
         ["model._target_=mypkg.LitClassifier"],
-        "model: mypkg.LitClassifier takes no argument net, optimizer, head_lr_scale; start from an empty node: "
-        "~model +model._target_=mypkg.LitClassifier (and +model.ARG=VALUE for its arguments)",
+        ("model: mypkg.LitClassifier takes no argument net, optimizer, head_lr_scale; start from an empty node: "
+        "~model +model._target_=mypkg.LitClassifier (and +model.ARG=VALUE for its arguments)"),
     ),
     "keys-left-from-the-shipped-data": (
         ["data=synthetic", "data._target_=mypkg.BlobsDataModule"],
-        "data: mypkg.BlobsDataModule takes no argument input_length, noise, max_shift, num_workers; remove them "
+        ("data: mypkg.BlobsDataModule takes no argument input_length, noise, max_shift, num_workers; remove them "
         "with ~data.input_length ~data.noise ~data.max_shift ~data.num_workers, or start from an empty node: "
-        "~data +data._target_=mypkg.BlobsDataModule (and +data.ARG=VALUE for its arguments)",
+        "~data +data._target_=mypkg.BlobsDataModule (and +data.ARG=VALUE for its arguments)"),
     ),
     "required-argument-the-data-node-has": (
         [*USER, "~model", "+model._target_=mypkg.LitClassifier"],
@@ -117,23 +118,23 @@ ERRORS = {
     "interpolation-to-nowhere": (
         ["~data", "+data._target_=mypkg.BlobsDataModule", "~model", "+model._target_=mypkg.LitClassifier",
          "+model.num_classes=${data.num_classes}"],
-        "model.num_classes: Interpolation key 'data.num_classes' not found; add the key it points to, "
-        "or give model.num_classes a value",
+        ("model.num_classes: Interpolation key 'data.num_classes' not found; add the key it points to, "
+        "or give model.num_classes a value"),
     ),
     "no-such-name": (
         ["~model", "+model._target_=mypkg.LitClasifier"],
-        "model._target_=mypkg.LitClasifier: module 'mypkg' has no attribute 'LitClasifier'; "
-        "check the spelling of the name after the module",
+        ("model._target_=mypkg.LitClasifier: module 'mypkg' has no attribute 'LitClasifier'; "
+        "check the spelling of the name after the module"),
     ),
     "not-a-lightning-module": (
         [*USER, "~model", "+model._target_=mypkg.BlobsDataModule"],
-        "model._target_=mypkg.BlobsDataModule built a BlobsDataModule, not a LightningModule; "
-        "point model._target_ at a LightningModule subclass",
+        ("model._target_=mypkg.BlobsDataModule built a BlobsDataModule, not a LightningModule; "
+        "point model._target_ at a LightningModule subclass"),
     ),
     "no-target": (
         ["~model", "+model.hidden=3"],
-        "model: the node has no _target_; add +model._target_=package.module.Class, or select a shipped option "
-        "with model=NAME",
+        ("model: the node has no _target_; add +model._target_=package.module.Class, or select a shipped option "
+        "with model=NAME"),
     ),
 }
 
@@ -159,7 +160,7 @@ def test_the_suggested_fixes_build(fix, tmp_path, monkeypatch):
     _, model, datamodule, _ = build(compose_config(fix, tmp_path))
     assert type(model) is mypkg.LitClassifier and type(datamodule) is mypkg.BlobsDataModule
     datamodule.setup("fit")
-    x, y = next(iter(datamodule.train_dataloader()))
+    x, _y = next(iter(datamodule.train_dataloader()))
     assert model(x).shape == (len(x), datamodule.num_classes)
     assert model.hparams.num_classes == datamodule.num_classes == (4 if "data=synthetic" in fix else 5)
 

@@ -103,7 +103,8 @@ def _check_sigmas(sigmas: Sequence[float]) -> tuple[float, ...]:
     """
     example = "e.g. sigmas=[0.05,0.1]"
     if isinstance(sigmas, (str, bytes)) or not isinstance(sigmas, Iterable):
-        raise ValueError(f"sigmas={sigmas!r} must be a list of noise scales, {example}")
+        # a ValueError, as for every other bad config value (the CLI reports those on one line)
+        raise ValueError(f"sigmas={sigmas!r} must be a list of noise scales, {example}")  # noqa: TRY004
     try:
         values = tuple(float(s) for s in sigmas)
     except (TypeError, ValueError):

@@ -236,7 +236,7 @@ def _sweep(
         micro = [next(batches) for _ in range(accumulate)]
         first: list[torch.Tensor | None] = []  # the loss before the update, as optimizer.step(closure) returns it
 
-        def closure() -> torch.Tensor | None:
+        def closure(micro=micro, first=first) -> torch.Tensor | None:  # bound now: called in this step only
             pl_module.on_before_zero_grad(optimizer)
             pl_module.optimizer_zero_grad(epoch, micro[0][1], optimizer)
             total, count = None, 0
