@@ -83,7 +83,7 @@ def _one_error(status: int, err: str, expected: int = 2) -> str:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("failure", ["preflight", "bad-value"])
+@pytest.mark.parametrize("failure", ["preflight", "bad-value", "in-fit"])
 def test_a_run_that_fails_before_training_leaves_its_folder_to_the_corrected_command(failure, run_cli, tmp_path,
                                                                                       monkeypatch):
     run = tmp_path / "run"
@@ -93,15 +93,19 @@ def test_a_run_that_fails_before_training_leaves_its_folder_to_the_corrected_com
         status, _, err = run_cli([*TINY, f"hydra.run.dir={run}"])
         assert "error: TMPDIR=" in _one_error(status, err)
         monkeypatch.delenv("TMPDIR")
-    else:
+    elif failure == "bad-value":
         status, _, err = run_cli([*TINY, "finder.start_lr=-1", f"hydra.run.dir={run}"])
         assert "start_lr" in _one_error(status, err)
+    else:  # inside fit, after the logger made its folder: the range test finds no training batch
+        status, _, err = run_cli([*TINY, "+trainer.limit_train_batches=0", f"hydra.run.dir={run}"])
+        assert "the train dataloader gives no batch" in _one_error(status, err)
     assert (run / ".hydra" / "config.yaml").is_file() and not list(run.rglob("*.csv"))
+    assert sorted(p.name for p in run.iterdir()) == [".hydra", ".job", "main.log"]  # no empty log folder left
 
     status, out, err = run_cli([*TINY, f"hydra.run.dir={run}"])
     assert status == 0, err[-3000:]
     assert "final: val/acc=" in out
-    assert len(list(run.rglob("metrics.csv"))) == 1
+    assert [p.parent.name for p in run.rglob("metrics.csv")] == ["version_0"]  # the first version, not the next
     with pytest.raises(RunDirInUse, match="belongs to another job"):  # the corrected run keeps its folder
         claim(run)
 
@@ -114,6 +118,21 @@ def test_a_run_that_failed_during_training_keeps_its_folder(run_cli, tmp_path):
     assert "training loss is nan at optimizer step 5" in _one_error(status, err, expected=1)
     status, _, err = run_cli([*TINY, f"hydra.run.dir={run}"])
     assert f"hydra.run.dir={run} belongs to another job" in _one_error(status, err)
+
+
+def test_only_a_log_folder_with_nothing_but_what_a_logger_writes_before_training_is_removed(tmp_path):
+    from lightning_clr.cli.main import _remove_unused
+
+    unused, used = tmp_path / "tb" / "version_0", tmp_path / "csv" / "version_0"
+    for folder in (unused, used):
+        folder.mkdir(parents=True)
+        (folder / "hparams.yaml").write_text("lr: 0.1\n")
+        (folder / "events.out.tfevents.1.vm.1.0").write_bytes(b"")
+    (used / "checkpoints").mkdir()
+    (used / "checkpoints" / "last.ckpt").write_bytes(b"weights")
+    _remove_unused([tmp_path / "tb", tmp_path / "csv", tmp_path / "never-made"])
+    assert not (tmp_path / "tb").exists()
+    assert (used / "checkpoints" / "last.ckpt").read_bytes() == b"weights" and (used / "hparams.yaml").is_file()
 
 
 def test_release_frees_only_a_folder_of_this_job(tmp_path, monkeypatch):

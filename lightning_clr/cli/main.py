@@ -15,6 +15,7 @@ import inspect
 import os
 import pkgutil
 import re
+import shutil
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
@@ -200,6 +201,7 @@ class _Progress(L.Callback):
 
     def __init__(self) -> None:
         self.started = False
+        self.new_log_dirs: list[Path] = []  # the loggers' folders this run creates (see _new_log_dirs)
 
     @override
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -231,7 +233,38 @@ def train(cfg: DictConfig) -> dict[str, float]:
     except BaseException:
         if not progress.started:
             release(_output_dir(cfg), "failed before training")
+            _remove_unused(progress.new_log_dirs)  # the corrected command logs to the same version
         raise
+
+
+#: what a logger writes before training: a run whose folder holds nothing else recorded no training
+_BEFORE_TRAINING = ("events.out.tfevents.*", "hparams.yaml", "metrics.csv")
+
+
+def _new_log_dirs(trainer: L.Trainer, run_dir: str | None) -> list[Path]:
+    """For each logger, the outermost folder of its ``log_dir`` inside ``run_dir`` that does not exist yet."""
+    if run_dir is None:
+        return []
+    root, found = Path(run_dir).resolve(), []
+    for logger in trainer.loggers:
+        log_dir = getattr(logger, "log_dir", None)
+        if not log_dir:
+            continue
+        path = Path(log_dir).resolve()
+        if path.exists() or root not in path.parents:
+            continue
+        while path.parent != root and not path.parent.exists():
+            path = path.parent
+        found.append(path)
+    return found
+
+
+def _remove_unused(paths: list[Path]) -> None:
+    """Remove each of ``paths`` that holds nothing but what a logger writes before training."""
+    for path in paths:
+        files = [f for f in path.rglob("*") if not f.is_dir()] if path.is_dir() else None
+        if files is not None and all(any(f.match(p) for p in _BEFORE_TRAINING) for f in files):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def _train(cfg: DictConfig, progress: _Progress) -> dict[str, float]:
@@ -241,6 +274,7 @@ def _train(cfg: DictConfig, progress: _Progress) -> dict[str, float]:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
     trainer, model, datamodule, finder = build(cfg)
     trainer.callbacks.append(progress)
+    progress.new_log_dirs = _new_log_dirs(trainer, _output_dir(cfg)) if trainer.is_global_zero else []
     check_checkpoint(ckpt_path, model, cfg)  # readable, plain data only (or trusted), this model's weights
     load = {**FIT_WEIGHTS_ONLY, "weights_only": False} if FIT_WEIGHTS_ONLY and trusts_checkpoint(cfg) else FIT_WEIGHTS_ONLY
     try:
