@@ -289,9 +289,7 @@ def summary(per_task: dict[str, dict]) -> dict:
 
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = task_arguments(__doc__.split("\n")[0])
-    tasks = next(a for a in p._actions if a.dest == "tasks")  # the held-out tasks, not the suite's
-    tasks.choices, tasks.default = list(TASKS), list(TASKS)
+    p = task_arguments(__doc__.split("\n")[0], TASKS)  # the held-out tasks, not the suite's
     p.add_argument("--refresh", action="store_true", help="recompute the cached rows (oracle grids, finder, "
                    "alternatives)")
     p.add_argument("--cache", type=Path, default=CACHE, help="the cache (default benchmarks/held_out_cache.json)")

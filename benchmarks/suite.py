@@ -84,8 +84,9 @@ SCHEDULES: dict[str, tuple[str, dict]] = {
     "WSD(decay=0.1)": ("WSD", {"decay": 0.1}),
     "WSD(decay=0.4)": ("WSD", {"decay": 0.4}),
 }
-#: base_lr candidates of the default schedule: read off the curve (None) or tied to the sweep's max_lr / r
-BASE_RATIOS: tuple[float | None, ...] = (None, 4.0, 10.0, 25.0)
+#: base_lr candidates of the default schedule: read off the curve (None) or tied to the sweep's max_lr / r;
+#: 100 and 1000 warm up from and decay to nearly zero, as WSD's paper and a cosine annealing to 0 do
+BASE_RATIOS: tuple[float | None, ...] = (None, 4.0, 10.0, 25.0, 100.0, 1000.0)
 #: one-setting studies of LRRangeTest: each setting's title, candidates and, for an exact tie, the value preferred
 SETTINGS: dict[str, tuple[str, tuple, Callable, str]] = {
     # a sweep cutting the loss by less than min_fall reruns with twice the steps (0: never)
@@ -321,11 +322,12 @@ def within_target(task: st.SuiteTask, score: float, oracle: float) -> bool:
     return math.isfinite(score) and score <= oracle * 1.05 + 1e-12
 
 
-def task_arguments(description: str) -> argparse.ArgumentParser:
-    """The options every script over the suite's tasks takes: ``--tasks``, ``--seeds``, ``--epochs``,
-    ``--workers``, ``--json``."""
+def task_arguments(description: str, tasks: dict[str, st.SuiteTask] | None = None) -> argparse.ArgumentParser:
+    """The options every script over a set of tasks (default: the suite's) takes: ``--tasks``, ``--seeds``,
+    ``--epochs``, ``--workers``, ``--json``."""
+    names = list(st.TASKS if tasks is None else tasks)
     p = argparse.ArgumentParser(description=description)
-    p.add_argument("--tasks", nargs="+", default=list(st.TASKS), choices=list(st.TASKS), help="tasks (default: all)")
+    p.add_argument("--tasks", nargs="+", default=names, choices=names, help="tasks (default: all)")
     p.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS), help="seeds (default 0 1)")
     p.add_argument("--epochs", type=int, default=None, help="training budget of every task (default: each task's own)")
     p.add_argument("--workers", type=int, default=2, help="processes (default 2; 1 runs in this process)")
