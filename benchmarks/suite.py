@@ -375,7 +375,8 @@ def shipped_candidate() -> study.Candidate:
     """The installed ``LRRangeTest()``'s defaults as a study candidate (its rule at the rule's own defaults)."""
     d = {k: v.default for k, v in inspect.signature(LRRangeTest.__init__).parameters.items()}
     options = tuple(sorted((d.get("rule_options") or {}).items()))
-    return study.Candidate(d["start_lr"], d["end_lr"], d["num_steps"], d["ema_beta"], d["divergence_threshold"],
+    end = 100.0 if d["end_lr"] is None else d["end_lr"]  # None: the default end, 100 (passed while the loss falls)
+    return study.Candidate(d["start_lr"], end, d["num_steps"], d["ema_beta"], d["divergence_threshold"],
                            d["rule"], options)
 
 
