@@ -393,13 +393,54 @@ def _several_jobs(config: DictConfig) -> bool:
 
 
 def _refuse_one_subdir(config: DictConfig) -> None:
-    """Refuse a multirun whose ``hydra.sweep.subdir`` names one folder for all of its jobs."""
+    """Refuse a multirun whose ``hydra.sweep.subdir`` names one folder for two of its jobs, before any job runs.
+
+    A subdir without interpolations is one folder for all jobs. One with interpolations is resolved
+    for each job of the basic sweeper (its first ``_SUBDIR_CHECKS``), composed as its launcher
+    composes them; other sweepers choose their jobs as they go, and each job's own claim refuses a
+    folder taken.
+    """
     raw = OmegaConf.to_container(config.hydra.sweep, resolve=False).get("subdir")
-    if raw is None or "${" in str(raw) or not _several_jobs(config):
+    if raw is None or not _several_jobs(config):
         return
-    folder = Path(str(config.hydra.sweep.dir), str(raw))
-    raise RunDirInUse(f"hydra.sweep.subdir={raw}: every job of this multirun would write into {folder}; make it "
-                      "differ per job, e.g. hydra.sweep.subdir=${hydra.job.num} (the default)")
+    fix = "make it differ per job, e.g. hydra.sweep.subdir=${hydra.job.num} (the default)"
+    if "${" not in str(raw):
+        folder = Path(str(config.hydra.sweep.dir), str(raw))
+        raise RunDirInUse(f"hydra.sweep.subdir={raw}: every job of this multirun would write into {folder}; {fix}")
+    seen: dict[Path, int] = {}
+    for num, folder in enumerate(_job_folders(config)):
+        if folder in seen:
+            raise RunDirInUse(f"hydra.sweep.subdir={raw}: jobs {seen[folder]} and {num} of this multirun would both "
+                              f"write into {folder}; {fix}")
+        seen[folder] = num
+
+
+#: the most jobs of a multirun whose interpolated subdir is resolved before they run (each one is composed)
+_SUBDIR_CHECKS = 200
+
+
+def _job_folders(config: DictConfig) -> Iterator[Path]:
+    """Each job's ``hydra.sweep.dir / hydra.sweep.subdir`` under the basic sweeper; nothing for another sweeper,
+    or where Hydra cannot compose or resolve a job here (its launcher will say why)."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import open_dict
+    from omegaconf.errors import OmegaConfBaseException
+
+    sweeper = config.hydra.get("sweeper") or {}
+    if sweeper.get("_target_", _BASIC_SWEEPER) != _BASIC_SWEEPER or not GlobalHydra.instance().is_initialized():
+        return
+    try:
+        overrides = OverridesParser.create().parse_overrides(list(config.hydra.overrides.get("task") or []))
+        jobs = BasicSweeper.split_arguments(overrides, None)[0][:_SUBDIR_CHECKS]
+        loader = GlobalHydra.instance().config_loader()
+        for num, job in enumerate(jobs):
+            job_config = loader.load_sweep_config(config, list(job))
+            with open_dict(job_config):
+                job_config.hydra.job.id = job_config.hydra.job.num = num
+            yield Path(str(job_config.hydra.sweep.dir), str(job_config.hydra.sweep.subdir))
+    except (HydraException, OmegaConfBaseException):
+        return
 
 
 def _or_exit(step: Callable[[], Any]) -> Any:
