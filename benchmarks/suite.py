@@ -83,6 +83,8 @@ SCHEDULES: dict[str, tuple[str, dict]] = {
     "WSD": ("WSD", {}),
     "WSD(decay=0.1)": ("WSD", {"decay": 0.1}),
     "WSD(decay=0.4)": ("WSD", {"decay": 0.4}),
+    "WSD(warmup=0.1)": ("WSD", {"warmup": 0.1}),
+    "WSD(warmup=0.2)": ("WSD", {"warmup": 0.2}),
 }
 #: base_lr candidates of the default schedule: read off the curve (None) or tied to the sweep's max_lr / r;
 #: 100 and 1000 warm up from and decay to nearly zero, as WSD's paper and a cosine annealing to 0 do
