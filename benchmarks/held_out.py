@@ -42,6 +42,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import suite
 import suite_study as study
 import suite_tasks as st
 from common import geo_mean, machine, mean, setup
@@ -58,10 +59,10 @@ from suite import (
     oracle_best,
     save,
     task_arguments,
+    task_job,
     within_target,
 )
 
-from lightning_clr import LRRangeTest
 from lightning_clr.cli.compare import markdown
 
 HERE = Path(__file__).resolve().parent
@@ -92,43 +93,13 @@ def work(job: tuple) -> tuple[tuple, object]:
     """Run one job, ``(kind, task, seed, epochs, ...)``; returns it with its result."""
     if not _ROOT:
         _init()
-    root = _ROOT[0]
-    kind, name, seed, epochs = job[:4]
-    task = TASKS[name]
-    if kind == "grid":
-        return job, st.fit(task, seed, epochs, root, lr=job[4])
-    if kind in st.ALTERNATIVES:
-        res = st.fit_alternative(task, kind, seed, epochs, root)
-        return job, {"score": res["score"], "lr": res["lr"]}
-    if kind == "tlf":
-        lr = st.torch_lr_finder_lr(task, seed)
-        lr = None if lr is None or not math.isfinite(lr) or lr <= 0 else float(lr)
-        return job, {"lr": lr, "score": None if lr is None else st.fit(task, seed, epochs, root, lr=lr)}
-    if kind == "bare":
-        finder = LRRangeTest(progress_bar=False)
-        run = st.fit_run(task, seed, epochs, root, finder=finder)
-        r = finder.result
-        return job, {"score": run.score, "base_lr": r.base_lr, "max_lr": r.max_lr, "stop": r.stop_reason,
-                     "schedule": type(getattr(finder, "schedule", None)).__name__, "sweep_steps": run.sweep_steps,
-                     "training_steps": run.training_steps}
-    raise ValueError(f"unknown job {job}")
+    return job, task_job(TASKS[job[1]], job, _ROOT[0])
 
 
 def run_jobs(pool, jobs: Sequence[tuple], label: str, on_result=None) -> dict[tuple, object]:
-    """Run ``jobs`` (longest first); ``on_result(job, result)`` after each, progress on stderr."""
-    jobs = sorted(dict.fromkeys(jobs), key=lambda j: -(COST.get(j[1], 1) + (j[0] == "bare")))
-    if not jobs:
-        return {}
-    t0 = time.time()
-    out = {}
-    for i, (job, res) in enumerate(pool.imap_unordered(work, jobs) if pool is not None else map(work, jobs)):
-        out[job] = res
-        if on_result is not None:
-            on_result(job, res)
-        if (i + 1) % 10 == 0 and i + 1 < len(jobs):
-            print(f"[{label}: {i + 1}/{len(jobs)} in {time.time() - t0:.0f} s]", file=sys.stderr, flush=True)
-    print(f"[{label}: {len(jobs)} jobs in {time.time() - t0:.0f} s]", file=sys.stderr, flush=True)
-    return out
+    """``suite.run_jobs`` over this script's tasks: the costliest first, ``LRRangeTest()`` rows before the others."""
+    return suite.run_jobs(pool, jobs, label, on_result, run=work, every=10,
+                          cost=lambda j: COST.get(j[1], 1) + (j[0] == "bare"))
 
 
 # ----------------------------------------------------------------------------- the cached rows

@@ -138,6 +138,31 @@ def _init() -> None:
     _ROOT.append(tempfile.mkdtemp(prefix="lightning_clr_suite_"))
 
 
+def task_job(task: st.SuiteTask, job: tuple, root: str) -> object:
+    """The result of a job every script over tasks runs alike, ``(kind, task name, seed, epochs, ...)``:
+    ``grid`` (one more item: the constant LR), an alternative of ``suite_tasks.ALTERNATIVES``,
+    ``lightning`` and ``tlf`` (the finders' suggestions held constant), and ``bare`` (``LRRangeTest()``
+    as installed)."""
+    kind, _, seed, epochs = job[:4]
+    if kind == "grid":
+        return st.fit(task, seed, epochs, root, lr=job[4])
+    if kind in st.ALTERNATIVES:
+        res = st.fit_alternative(task, kind, seed, epochs, root)
+        return {"score": res["score"], "lr": res["lr"]}
+    if kind in ("lightning", "tlf"):
+        lr = lightning_lr(task, task.datamodule(), seed, epochs, root) if kind == "lightning" else st.torch_lr_finder_lr(task, seed)
+        lr = None if lr is None or not math.isfinite(lr) or lr <= 0 else float(lr)
+        return {"lr": lr, "score": None if lr is None else st.fit(task, seed, epochs, root, lr=lr)}
+    if kind == "bare":
+        finder = LRRangeTest(progress_bar=False)
+        run = st.fit_run(task, seed, epochs, root, finder=finder)
+        r = finder.result
+        return {"score": run.score, "base_lr": r.base_lr, "max_lr": r.max_lr, "stop": r.stop_reason,
+                "schedule": type(getattr(finder, "schedule", None)).__name__, "sweep_steps": run.sweep_steps,
+                "training_steps": run.training_steps}
+    raise ValueError(f"unknown job {job}")
+
+
 def work(job: tuple) -> tuple[tuple, object]:
     """Run one job; returns it with its result."""
     if not _ROOT:
@@ -145,31 +170,12 @@ def work(job: tuple) -> tuple[tuple, object]:
     root = _ROOT[0]
     kind, name, seed = job[:3]
     task = st.TASKS[name]
-    if kind == "grid":
-        epochs, lr = job[3:]
-        return job, st.fit(task, seed, epochs, root, lr=lr)
-    if kind in st.ALTERNATIVES:
-        res = st.fit_alternative(task, kind, seed, job[3], root)
-        return job, {"score": res["score"], "lr": res["lr"]}
-    if kind in ("lightning", "tlf"):
-        epochs = job[3]
-        lr = lightning_lr(task, task.datamodule(), seed, epochs, root) if kind == "lightning" else st.torch_lr_finder_lr(task, seed)
-        lr = None if lr is None or not math.isfinite(lr) or lr <= 0 else float(lr)
-        return job, {"lr": lr, "score": None if lr is None else st.fit(task, seed, epochs, root, lr=lr)}
     if kind == "record":
         steps = job[3]
         # min_fall 0 and no share: a recording has exactly its planned steps per decade, never a rerun's
         r = st.sweep(task, seed, root, **finder_kwargs(*RECORD_RANGE, steps, 0.9, 50.0, "smith",
                                                       settings=(("min_fall", 0.0), ("sweep_share", None))))
         return job, {"lrs": list(r.lrs), "raw": list(r.raw_losses), "stop": r.stop_reason}
-    if kind == "bare":
-        epochs = job[3]
-        finder = LRRangeTest(progress_bar=False)
-        run = st.fit_run(task, seed, epochs, root, finder=finder)
-        r = finder.result
-        return job, {"score": run.score, "base_lr": r.base_lr, "max_lr": r.max_lr, "stop": r.stop_reason,
-                     "schedule": type(getattr(finder, "schedule", None)).__name__, "sweep_steps": run.sweep_steps,
-                     "training_steps": run.training_steps}
     if kind == "sweep":  # ("sweep", task, seed, epochs, candidate, ((setting, value), ...))
         epochs, c, settings = job[3:]
         r = st.sweep(task, seed, root, epochs=epochs, **finder_kwargs(
@@ -181,21 +187,23 @@ def work(job: tuple) -> tuple[tuple, object]:
         epochs, sched, base, top = job[3:]
         finder = LRRangeTest(schedule=schedule(sched), bounds=(base, top), progress_bar=False)
         return job, st.fit(task, seed, epochs, root, finder=finder)
-    raise ValueError(f"unknown job {job}")
+    return job, task_job(task, job, root)
 
 
-def run_jobs(pool, jobs: Sequence[tuple], label: str, on_result=None) -> dict[tuple, object]:
-    """Run ``jobs`` (longest tasks first); ``on_result(job, result)`` after each, progress on stderr."""
-    jobs = sorted(dict.fromkeys(jobs), key=lambda j: -COST.get(j[1], 1))
+def run_jobs(pool, jobs: Sequence[tuple], label: str, on_result=None, *, run: Callable = work,
+             cost: Callable[[tuple], float] = lambda job: COST.get(job[1], 1), every: int = 20) -> dict[tuple, object]:
+    """Run ``jobs`` with ``run`` (the costliest first); ``on_result(job, result)`` after each, progress on
+    stderr every ``every`` jobs."""
+    jobs = sorted(dict.fromkeys(jobs), key=lambda j: -cost(j))
     if not jobs:
         return {}
     t0 = time.time()
     out = {}
-    for i, (job, res) in enumerate(pool.imap_unordered(work, jobs) if pool is not None else map(work, jobs)):
+    for i, (job, res) in enumerate(pool.imap_unordered(run, jobs) if pool is not None else map(run, jobs)):
         out[job] = res
         if on_result is not None:
             on_result(job, res)
-        if (i + 1) % 20 == 0:
+        if (i + 1) % every == 0 and i + 1 < len(jobs):
             print(f"[{label}: {i + 1}/{len(jobs)} in {time.time() - t0:.0f} s]", file=sys.stderr, flush=True)
     print(f"[{label}: {len(jobs)} jobs in {time.time() - t0:.0f} s]", file=sys.stderr, flush=True)
     return out
