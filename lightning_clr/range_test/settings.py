@@ -155,7 +155,7 @@ def cap_note(sweep_share: float | None, total_steps: int | None, *, asked: int, 
         if asked <= total_steps:
             return None
         return Note(f"the sweep takes {asked} steps, {asked / total_steps:.2g}x the run's {total_steps} optimizer "
-                    f"steps; sweep_share=0.5 would cap it at {max(MIN_STEPS, total_steps // 2)} (coarser bounds), "
+                    f"steps; sweep_share=0.5 would cap it at {sweep_cap(0.5, total_steps)} (coarser bounds), "
                     "and bounds=(base_lr, max_lr) skips it.")
     if sweep_share * total_steps < MIN_STEPS:
         return Note(f"the sweep takes {taken} steps, the fewest a curve can be read from: {taken / total_steps:.2f}x "
