@@ -422,13 +422,16 @@ _SUBDIR_CHECKS = 200
 def _job_folders(config: DictConfig) -> Iterator[Path]:
     """Each job's ``hydra.sweep.dir / hydra.sweep.subdir`` under the basic sweeper; nothing for another sweeper,
     or where Hydra cannot compose or resolve a job here (its launcher will say why)."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import open_dict
     from omegaconf.errors import OmegaConfBaseException
 
     sweeper = config.hydra.get("sweeper") or {}
     if sweeper.get("_target_", _BASIC_SWEEPER) != _BASIC_SWEEPER or not GlobalHydra.instance().is_initialized():
+        return
+    try:  # Hydra keeps its basic sweeper private (1.3): if it moves, each job's own claim is the check
+        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    except ImportError:
         return
     try:
         overrides = OverridesParser.create().parse_overrides(list(config.hydra.overrides.get("task") or []))
