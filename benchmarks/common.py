@@ -35,7 +35,9 @@ BATCH_SIZE = 100
 
 def setup() -> None:
     """One torch thread (the fastest setting for these small models, and the same numbers on
-    any machine), no Lightning banners, no warnings a tiny in-memory data set triggers."""
+    any machine; ``OMP_NUM_THREADS=1`` for the processes it starts, unless set), no Lightning
+    banners, no warnings a tiny in-memory data set triggers."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
     torch.set_num_threads(1)
     for name in ("lightning.pytorch", "lightning.fabric", "lightning_clr"):
         logging.getLogger(name).setLevel(logging.ERROR)

@@ -34,7 +34,6 @@ import argparse
 import json
 import math
 import multiprocessing as mp
-import os
 import statistics
 import sys
 import tempfile
@@ -84,7 +83,6 @@ _ROOT: list[str] = []
 
 
 def _init() -> None:
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
     setup()
     _ROOT.append(tempfile.mkdtemp(prefix="lightning_clr_held_out_"))
 
@@ -269,7 +267,6 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> dict:
     args = parse(argv)
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
     setup()
     start = time.time()
     epochs = {n: args.epochs or TASKS[n].epochs for n in args.tasks}

@@ -25,7 +25,6 @@ import argparse
 import json
 import math
 import multiprocessing as mp
-import os
 import sys
 import tempfile
 import time
@@ -45,7 +44,6 @@ _ROOT: list[str] = []
 def work(job: tuple[str, str, int, int]) -> tuple[tuple, dict]:
     """Train one row (``"default"`` or ``"range test"``) of one task and seed; a failed range test is reported."""
     if not _ROOT:
-        os.environ.setdefault("OMP_NUM_THREADS", "1")
         setup()
         _ROOT.append(tempfile.mkdtemp(prefix="lightning_clr_schedule_free_"))
     row, name, seed, epochs = job
@@ -117,7 +115,6 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> dict:
     args = parse(argv)
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
     setup()
     start = time.time()
     epochs = {n: args.epochs or st.TASKS[n].epochs for n in args.tasks}

@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import math
 import multiprocessing as mp
-import os
 import statistics
 import sys
 import tempfile
@@ -79,7 +78,6 @@ class SecondSweep(LRRangeTest):
 def work(job: tuple[str, int, float]) -> tuple[tuple, dict]:
     """Record one task's second sweep at one fraction of the run."""
     if not _ROOT:
-        os.environ.setdefault("OMP_NUM_THREADS", "1")
         setup()
         _ROOT.append(tempfile.mkdtemp(prefix="lightning_clr_second_sweep_"))
     name, seed, at = job

@@ -44,7 +44,6 @@ import inspect
 import json
 import math
 import multiprocessing as mp
-import os
 import statistics
 import sys
 import tempfile
@@ -133,7 +132,6 @@ _ROOT: list[str] = []
 
 
 def _init() -> None:
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
     setup()
     _ROOT.append(tempfile.mkdtemp(prefix="lightning_clr_suite_"))
 
@@ -363,7 +361,6 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> dict:
     args = parse(argv)
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
     setup()
     start = time.time()
     tasks = {n: st.TASKS[n] for n in args.tasks}

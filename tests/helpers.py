@@ -62,3 +62,18 @@ def run_cli(args: list[str], cwd: Path, *, module: str = "lightning_clr.run", ti
     environ.update(PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", **env)
     return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=environ, capture_output=True,
                           text=True, timeout=timeout, check=False)
+
+
+#: the benchmark scripts and their modules (not a package: each script puts its folder on sys.path)
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def benchmark_modules(*names: str) -> tuple:
+    """Import the modules ``names`` of ``benchmarks/`` (and what they import from there), as the scripts do."""
+    import importlib
+
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        return tuple(importlib.import_module(name) for name in names)
+    finally:
+        sys.path.remove(str(BENCHMARKS))

@@ -11,14 +11,14 @@ import json
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+
+from tests.helpers import BENCHMARKS
 
 pytest.importorskip("torch_lr_finder")
 pytestmark = pytest.mark.slow  # every test runs a benchmark script in a subprocess
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 TINY = ["--num-samples", "1000", "--epochs", "2"]
 
 

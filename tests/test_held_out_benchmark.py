@@ -12,13 +12,13 @@ import json
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
+from tests.helpers import BENCHMARKS, benchmark_modules
+
 pytest.importorskip("lion_pytorch")  # suite_tasks.py, which the tasks import, has a Lion task
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 SCRIPT = BENCHMARKS / "held_out.py"
 COMMITTED_CACHE = BENCHMARKS / "held_out_cache.json"
 TASK = "resmlp-tabular"  # the cheapest task: 50 steps per epoch
@@ -27,13 +27,7 @@ ROWS = ["oracle (grid search)", "torch-lr-finder", "schedule-free AdamW", "prodi
 
 @pytest.fixture(scope="module")
 def held_out_tasks():
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        import held_out_tasks
-        import suite_tasks
-    finally:
-        sys.path.remove(str(BENCHMARKS))
-    return held_out_tasks, suite_tasks
+    return benchmark_modules("held_out_tasks", "suite_tasks")
 
 
 def test_every_held_out_task_is_new_to_the_suite(held_out_tasks):

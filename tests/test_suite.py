@@ -13,17 +13,17 @@ import json
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
+
+from tests.helpers import BENCHMARKS, benchmark_modules
 
 pytest.importorskip("torch_lr_finder")
 pytest.importorskip("schedulefree")
 pytest.importorskip("prodigyopt")
 pytest.importorskip("lion_pytorch")
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 SCRIPT = BENCHMARKS / "suite.py"
 TASKS = ("mlp-mnist1d", "short-digits")
 TRAINING_STEPS = {"mlp-mnist1d": 75, "short-digits": 22}  # one epoch: 2400 // 32 and 1438 // 64
@@ -31,12 +31,7 @@ TRAINING_STEPS = {"mlp-mnist1d": 75, "short-digits": 22}  # one epoch: 2400 // 3
 
 @pytest.fixture(scope="module")
 def st():
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        import suite_tasks
-    finally:
-        sys.path.remove(str(BENCHMARKS))
-    return suite_tasks
+    return benchmark_modules("suite_tasks")[0]
 
 
 def section(out: str, title: str) -> str:
